@@ -1,0 +1,89 @@
+"""``fatigue-llm demo``: the three nodes on the bundled sample drive, interventions printed live."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fatigue_llm.config import ConfigError
+from fatigue_llm.ros.launcher import Launcher
+
+SAMPLE_VIDEO = Path("build/sample/driver_sample.mp4")
+LEVELS = ("INFO", "ADVISORY", "WARNING", "CRITICAL")
+
+
+def ensure_sample_video(path: Path = SAMPLE_VIDEO) -> Path:
+    """Generate the synthetic sample drive once (our own generator; never committed)."""
+    if not path.is_file():
+        from fatigue_llm.sim.driver_video import make_sample_video
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[demo] generating the sample driver video {path} ...", flush=True)
+        make_sample_video(path)
+    return path
+
+
+def video_duration_s(path: Path) -> float:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    if not frames or not fps:
+        raise ConfigError(f"{path}: cannot read frame count / fps")
+    return frames / fps
+
+
+def _format(msg, started: float) -> str:
+    follow = f" (follows {msg.follows_id[:8]})" if msg.follows_id else ""
+    return (f"[demo] {time.monotonic() - started:6.1f} s  {LEVELS[msg.level]:<8} {msg.source:<9} "
+            f"{msg.action:<18} conf={msg.confidence:.2f}{' escalated' if msg.escalated else ''}{follow}\n"
+            f"         \"{msg.message}\"\n         why: {msg.explanation}")
+
+
+def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) -> int:
+    import rclpy
+    from fatigue_msgs.msg import Intervention
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    video_path = Path(video) if video else ensure_sample_video()
+    duration = video_duration_s(video_path)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    launcher = Launcher("vehicle", Path(params_file) if params_file else None, {"video": str(video_path)},
+                        out=open(os.devnull, "w") if os.environ.get("FATIGUE_DEMO_QUIET") else sys.stdout)
+    received: list = []
+    rclpy.init(args=[])
+    node = rclpy.create_node("fatigue_llm_demo")
+    started = time.monotonic()
+
+    def on_intervention(msg: Intervention) -> None:
+        received.append(msg)
+        print(_format(msg, started), flush=True)
+
+    node.create_subscription(Intervention, "/intervention", on_intervention,
+                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    print(f"[demo] playing {video_path} ({duration:.0f} s) through perception -> features -> intervention",
+          flush=True)
+    stop = threading.Event()
+    try:
+        launcher.start()
+        deadline = time.monotonic() + duration + grace_s
+        while time.monotonic() < deadline and launcher.running():
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        launcher.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    counts = {name: sum(1 for m in received if LEVELS[m.level] == name) for name in LEVELS}
+    sources = sorted({m.source for m in received})
+    print(f"[demo] {len(received)} interventions: "
+          + ", ".join(f"{n} {name}" for name, n in counts.items() if n) + f"; sources: {', '.join(sources)}")
+    return 0 if counts["CRITICAL"] else 1

@@ -1,0 +1,8 @@
+"""Topic names (relative, so a namespace applies) and their QoS, shared by all nodes."""
+
+from __future__ import annotations
+
+DRIVER_OBSERVATION = "driver/observation"
+VEHICLE_SIGNALS = "vehicle/signals"
+FATIGUE_FEATURES = "fatigue/features"
+INTERVENTION = "intervention"
