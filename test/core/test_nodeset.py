@@ -1,0 +1,54 @@
+"""One node-set description feeds setup.py, the launch file and our launcher."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+from fatigue_llm.nodeset import LAUNCHES, VEHICLE_NODES, console_scripts, parameter_overrides
+from fatigue_llm.ros.launcher import node_command
+
+
+def test_installed_console_scripts_cover_every_node():
+    installed = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    for spec in VEHICLE_NODES:
+        assert installed.get(spec.executable) == f"{spec.module}:main", spec.executable
+        module = importlib.import_module(spec.module)
+        assert callable(module.main)
+    assert installed.get("fatigue-llm") == "fatigue_llm.cli:main"
+    assert len(console_scripts()) == len(VEHICLE_NODES) + 1
+
+
+def test_launch_file_is_valid_python_with_generate_launch_description(repo):
+    source = (repo / "launch" / "vehicle.launch.py").read_text()
+    tree = ast.parse(source)
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    # it takes the nodes from the shared description, not from a list of its own
+    assert "LAUNCHES" in source and "executable=spec.executable" in source
+
+
+def test_launch_file_builds_with_launch_ros_when_available(repo):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installable from PyPI here")
+    spec = importlib.util.spec_from_file_location("vehicle_launch", repo / "launch" / "vehicle.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    assert description.entities
+
+
+def test_our_launcher_uses_the_same_nodes_and_overrides(tmp_path):
+    specs, arguments = LAUNCHES["vehicle"]
+    assert {a.name for a in arguments} >= {"params_file", "video", "namespace"}
+    assert all(a.description for a in arguments)
+    perception = specs[0]
+    overrides = parameter_overrides(perception, {"video": "/tmp/v.mp4", "image_topic": ""})
+    assert overrides == {"video_path": "/tmp/v.mp4"}
+    command = node_command(perception, tmp_path / "p.yaml", overrides, "car1")
+    assert command[:3] == [sys.executable, "-m", perception.module]
+    assert "__node:=perception" in command and "__ns:=/car1" in command
+    assert "video_path:=/tmp/v.mp4" in command

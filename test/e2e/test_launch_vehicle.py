@@ -1,0 +1,103 @@
+"""End to end: `fatigue-llm launch vehicle` starts the three nodes as separate processes; a
+CRITICAL Intervention for the sample drive's microsleeps arrives on /intervention over DDS,
+`fatigue-llm echo` prints it, and SIGTERM stops every node cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FATIGUE_LLM = str(Path(sys.executable).parent / "fatigue-llm")
+
+
+@pytest.fixture(scope="module")
+def sample_video(tmp_path_factory) -> Path:
+    from fatigue_llm.sim.driver_video import make_sample_video
+
+    path = tmp_path_factory.mktemp("sample") / "driver.mp4"
+    make_sample_video(path)
+    return path
+
+
+class Collected:
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def start_launch(video: Path, *extra: str) -> tuple[subprocess.Popen, Collected]:
+    process = subprocess.Popen(
+        [FATIGUE_LLM, "launch", "vehicle", "--video", str(video), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )
+    return process, Collected(process)
+
+
+def test_launch_delivers_critical_intervention_and_stops_cleanly(sample_video):
+    launch, log = start_launch(sample_video)
+    try:
+        echo = subprocess.run(
+            [FATIGUE_LLM, "echo", "/intervention", "--count", "1", "--timeout", "120"],
+            capture_output=True, text=True, timeout=150, env=dict(os.environ),
+        )
+        assert echo.returncode == 0, echo.stderr + log.text()[-3000:]
+        assert "level:" in echo.stdout and "source:" in echo.stdout and "explanation:" in echo.stdout
+
+        # the sample's microsleeps must raise CRITICAL (level 3) on /intervention
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "CRITICAL [rule]" not in log.text():
+            time.sleep(0.5)
+        assert "CRITICAL [rule]" in log.text(), log.text()[-3000:]
+        for name in ("perception", "feature_processor", "intervention"):
+            assert f"[{name}]" in log.text() or f"started {name}" in log.text()
+    finally:
+        launch.send_signal(signal.SIGTERM)
+        code = launch.wait(timeout=30)
+    text = log.text()
+    assert code == 0, text[-3000:]
+    assert "all nodes stopped" in text
+    for line in text.splitlines():
+        if line.startswith("[launch] started"):
+            pid = int(line.rsplit("pid ", 1)[1].rstrip(")"))
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+def test_launch_rejects_missing_video_with_clear_error(tmp_path):
+    result = subprocess.run([FATIGUE_LLM, "launch", "vehicle", "--video", str(tmp_path / "nope.mp4")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "nope.mp4" in result.stderr
+
+
+def test_launch_rejects_malformed_parameter_file(tmp_path):
+    params = tmp_path / "bad.yaml"
+    params.write_text("/**/intervention:\n  ros__parameters:\n    cooldown: soon\n")
+    result = subprocess.run([FATIGUE_LLM, "launch", "vehicle", "--params", str(params)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and "cooldown" in result.stderr
+
+
+def test_echo_times_out_with_nonzero_exit():
+    result = subprocess.run([FATIGUE_LLM, "echo", "/no_such_topic", "--count", "1", "--timeout", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "/no_such_topic" in result.stderr
