@@ -25,8 +25,8 @@ RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class FeatureProcessorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("feature_processor")
+    def __init__(self, **node_options) -> None:
+        super().__init__("feature_processor", **node_options)
         self.config: FeatureConfig = declare_config(self, FeatureConfig)
         self.window = FeatureWindow(self.config)
         self.rejected = 0

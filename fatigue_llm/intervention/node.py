@@ -71,8 +71,8 @@ class AdviceWorker:
 
 
 class InterventionNode(LifecycleNode):
-    def __init__(self) -> None:
-        super().__init__("intervention")
+    def __init__(self, **node_options) -> None:
+        super().__init__("intervention", **node_options)
         self.declare_parameter("autostart", True)
         self.config: InterventionConfig = declare_config(self, InterventionConfig)
         self.policy: AlertPolicy | None = None

@@ -29,8 +29,8 @@ RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class PerceptionNode(LifecycleNode):
-    def __init__(self) -> None:
-        super().__init__("perception")
+    def __init__(self, **node_options) -> None:
+        super().__init__("perception", **node_options)
         self.declare_parameter("autostart", True)
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
         self.bad_frames = 0
