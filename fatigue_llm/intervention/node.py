@@ -73,8 +73,6 @@ class AdviceWorker:
 class InterventionNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("intervention", **node_options)
-        self.declare_parameter("autostart", True)
-        self.config: InterventionConfig = declare_config(self, InterventionConfig)
         self.policy: AlertPolicy | None = None
         self.engine = None
         self.worker: AdviceWorker | None = None
@@ -82,6 +80,8 @@ class InterventionNode(LifecycleNode):
         self._publisher = None
         self._subscription = None
         self._poll_timer = None
+        self.declare_parameter("autostart", True)
+        self.config: InterventionConfig = declare_config(self, InterventionConfig)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -31,8 +31,6 @@ RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 class PerceptionNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("perception", **node_options)
-        self.declare_parameter("autostart", True)
-        self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
         self.bad_frames = 0
         self.frames = 0
         self._pipeline: PerceptionPipeline | None = None
@@ -40,6 +38,8 @@ class PerceptionNode(LifecycleNode):
         self._stop = threading.Event()
         self._player: threading.Thread | None = None
         self._image_sub = None
+        self.declare_parameter("autostart", True)
+        self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
 
     @property
     def uses_file_source(self) -> bool:

@@ -94,11 +94,12 @@ def test_absent_vehicle_signals_are_nan_and_present_ones_are_measured():
     assert math.isnan(features.steering_stability) and math.isnan(features.sdlp)
     assert math.isnan(features.voice_quality)
     assert features.time_awake == pytest.approx(10.0 + 10.0 / 3600, abs=1e-3)
-    for i in range(1000):  # 10 s at 100 Hz, speed alternating 20 / 22 m/s
-        window.add_vehicle(VehicleSample(10.0 + i / 100, speed=20.0 + 2.0 * (i % 2),
+    for i in range(1000):  # 10 s at 100 Hz, speed 20 +- 2 m/s over two sine periods: variance 2
+        t = i / 100
+        window.add_vehicle(VehicleSample(10.0 + t, speed=20.0 + 2.0 * math.sin(2 * math.pi * 0.2 * t),
                                          steering_angle=0.0, yaw_rate=0.0))
     features = window.compute()
-    assert features.speed_variance == pytest.approx(1.0, rel=0.05)
+    assert features.speed_variance == pytest.approx(2.0, rel=0.05)
     assert math.isnan(features.sdlp)  # no lane offset signal
 
 
