@@ -41,7 +41,8 @@ class FeatureWindow:
         self.config = config
         self._frames: deque[_Frame] = deque()
         self._events: deque[tuple[float, EventType, float]] = deque()  # (end time, type, duration)
-        self._vehicle = VehicleWindow(config.vehicle_window, math.radians(config.steering_reversal_gap_deg))
+        self._vehicle = VehicleWindow(config.vehicle_window, math.radians(config.steering_reversal_gap_deg),
+                                      min_duration_s=config.min_window)
         self._start_s = start_s
         self._latest_s = NAN
         self._microsleep_pending = False

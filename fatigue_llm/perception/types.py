@@ -57,7 +57,7 @@ class VehicleSample:
 
     timestamp_s: float
     speed: float = NAN              # m/s
-    steering_angle: float = NAN     # rad
+    steering_angle: float = NAN     # rad at the steering wheel (reversal gaps refer to it)
     yaw_rate: float = NAN           # rad/s
     lateral_offset: float = NAN     # m
     time_driving: float = NAN       # s since last rest
