@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -49,14 +48,15 @@ def _format(msg, started: float) -> str:
 
 def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) -> int:
     import rclpy
-    from fatigue_msgs.msg import Intervention
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from fatigue_msgs.msg import Intervention
 
     video_path = Path(video) if video else ensure_sample_video()
     duration = video_duration_s(video_path)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     launcher = Launcher("vehicle", Path(params_file) if params_file else None, {"video": str(video_path)},
-                        out=open(os.devnull, "w") if os.environ.get("FATIGUE_DEMO_QUIET") else sys.stdout)
+                        out=sys.stdout)
     received: list = []
     rclpy.init(args=[])
     node = rclpy.create_node("fatigue_llm_demo")
@@ -70,14 +70,13 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
                              QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
     print(f"[demo] playing {video_path} ({duration:.0f} s) through perception -> features -> intervention",
           flush=True)
-    stop = threading.Event()
     try:
         launcher.start()
         deadline = time.monotonic() + duration + grace_s
         while time.monotonic() < deadline and launcher.running():
             rclpy.spin_once(node, timeout_sec=0.1)
     except KeyboardInterrupt:
-        stop.set()
+        print("[demo] interrupted", flush=True)
     finally:
         launcher.stop()
         node.destroy_node()

@@ -7,12 +7,12 @@ Nodes, parameters and arguments come from fatigue_llm.nodeset, the same descript
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from fatigue_llm.nodeset import DEFAULT_PARAMS, LAUNCHES, PACKAGE, parameter_overrides
+from launch import LaunchDescription
 
 NODES, ARGUMENTS = LAUNCHES["vehicle"]
 

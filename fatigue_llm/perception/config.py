@@ -38,6 +38,11 @@ class PerceptionConfig:
     nod_pitch_threshold_deg: float = 12.0
     nod_max_duration: float = 2.0       # s
 
+    # --- appended by the perception core
+    # EAR of fully closed lids as a fraction of the open baseline (eye_closure = 1 there). MediaPipe's mesh
+    # never collapses the lids: our measurement on the generated video is 0.48 (open 0.30, closed 0.146).
+    full_closure_ear_fraction: float = 0.5
+
     def validate(self) -> None:
         sources = [bool(self.video_path), bool(self.image_folder), self.webcam_index >= 0]
         if sum(sources) > 1:

@@ -40,10 +40,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
     code = 0
     try:
         node = make_node()
-        if isinstance(node, LifecycleNode) and node.get_parameter("autostart").value:
-            if not autostart(node):
-                node.get_logger().fatal("configuration failed; see the errors above")
-                return 1
+        wants_autostart = isinstance(node, LifecycleNode) and node.get_parameter("autostart").value
+        if wants_autostart and not autostart(node):
+            node.get_logger().fatal("configuration failed; see the errors above")
+            return 1
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
