@@ -36,7 +36,7 @@ class InterventionConfig:
     case_store_path: str = ""           # folder; "" = models/case_store
     seed_cases_csv: str = ""            # seed-format CSV loaded into an empty store; "" = bundled seed
     retrieval_k: int = 3
-    hnsw_threshold: int = 5000          # flat index below this many cases, HNSW at or above
+    hnsw_threshold: int = 20000         # flat below, HNSW at/above (bench_faiss: flat is as fast up to ~10k)
     effectiveness_window: float = 60.0  # s watched after an intervention to score its effect
 
     # --- triage and cloud escalation (OpenAI-compatible chat completions)
