@@ -39,6 +39,20 @@ def video_duration_s(path: Path) -> float:
     return frames / fps
 
 
+class NodeLogFilter:
+    """Passes node warnings/errors and launcher lines; the interventions are printed by the demo."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        if "[INFO]" not in text and "INFO:" not in text:
+            self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def _format(msg, started: float) -> str:
     follow = f" (follows {msg.follows_id[:8]})" if msg.follows_id else ""
     return (f"[demo] {time.monotonic() - started:6.1f} s  {LEVELS[msg.level]:<8} {msg.source:<9} "
@@ -56,7 +70,7 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     duration = video_duration_s(video_path)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     launcher = Launcher("vehicle", Path(params_file) if params_file else None, {"video": str(video_path)},
-                        out=sys.stdout)
+                        out=NodeLogFilter(sys.stdout))
     received: list = []
     rclpy.init(args=[])
     node = rclpy.create_node("fatigue_llm_demo")

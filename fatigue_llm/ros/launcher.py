@@ -40,6 +40,7 @@ def ros_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     result = dict(os.environ if env is None else env)
     result.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     result.setdefault("PYTHONUNBUFFERED", "1")
+    result.setdefault("GLOG_minloglevel", "2")  # MediaPipe/TFLite start-up chatter, not our logs
     return result
 
 

@@ -21,11 +21,12 @@ class Graph:
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.nodes: list[Node] = []
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while self.context.ok():
+        while self.context.ok() and not self._stopping.is_set():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
             except Exception:  # noqa: BLE001 - shutting down
@@ -47,12 +48,13 @@ class Graph:
         return node
 
     def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=2.0)
         for node in self.nodes:
             self.executor.remove_node(node)
             node.destroy_node()
         self.executor.shutdown()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, poll: float = 0.05) -> bool:
