@@ -7,6 +7,7 @@ venv=$(cd "${1:?usage: build_msgs.sh VENV}" && pwd)
 here=$(cd "$(dirname "$0")/.." && pwd)
 py="$venv/bin/python"
 build="$here/build/fatigue_msgs"
+mkdir -p "$build"
 
 # The rosidl wheels were built in a manylinux container; their exported CMake files still
 # point at that container's Python. Point them at this venv's Python and numpy headers.
