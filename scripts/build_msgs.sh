@@ -13,7 +13,7 @@ mkdir -p "$build"
 # point at that container's Python. Point them at this venv's Python and numpy headers.
 py_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 np_inc=$("$py" -c 'import numpy; print(numpy.get_include())')
-grep -rl --include='*rosidl_generator_py*Export.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null |
+{ grep -rl --include='*rosidl_generator_py*Export.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null || true; } |
   while read -r f; do
     sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
            -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/core/include#$np_inc#g" \
