@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from fatigue_llm.config import ConfigError
+from fatigue_llm.ros.environment import apply_local_dds_defaults
 
 # Subcommands implemented by their stage's own ``main(argv)``: name -> (module, help)
 DELEGATED = {
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    apply_local_dds_defaults()
     if argv and argv[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return int(module.main(argv[1:]) or 0)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 from fatigue_llm.config import ConfigError
+from fatigue_llm.ros.environment import apply_local_dds_defaults
 from fatigue_llm.ros.launcher import Launcher
 
 SAMPLE_VIDEO = Path("build/sample/driver_sample.mp4")
@@ -68,7 +68,7 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
 
     video_path = Path(video) if video else ensure_sample_video()
     duration = video_duration_s(video_path)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    apply_local_dds_defaults()
     launcher = Launcher("vehicle", Path(params_file) if params_file else None, {"video": str(video_path)},
                         out=NodeLogFilter(sys.stdout))
     received: list = []

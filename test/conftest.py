@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fatigue_llm.ros.environment import apply_local_dds_defaults
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
@@ -15,6 +17,7 @@ SHARED = REPO.parent / "shared"
 # test run) neither see our messages nor feed theirs into our assertions.
 os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+apply_local_dds_defaults()  # the same DDS profile the launcher gives nodes (large images via SHM)
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 

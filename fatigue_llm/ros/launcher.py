@@ -21,24 +21,23 @@ from typing import TextIO
 
 from fatigue_llm.config import ConfigError, load_config
 from fatigue_llm.nodeset import DEFAULT_PARAMS, LAUNCHES, NodeSpec, parameter_overrides
+from fatigue_llm.ros.environment import apply_local_dds_defaults, package_file
 
 STOP_GRACE_S = 10.0
 
 
 def default_params_file() -> Path:
     """The package's config/vehicle.yaml: next to the source tree, or installed under share/."""
-    here = Path(__file__).resolve().parents[2]
-    candidates = [here / DEFAULT_PARAMS, Path(sys.prefix) / "share" / "fatigue_llm" / DEFAULT_PARAMS]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no default parameter file found (looked in {', '.join(map(str, candidates))})")
+    path = package_file(DEFAULT_PARAMS)
+    if path is None:
+        raise ConfigError(f"no default parameter file {DEFAULT_PARAMS} in the source tree or {sys.prefix}/share")
+    return path
 
 
 def ros_environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for node processes: DDS discovery kept on this host unless the user chose."""
+    """Environment for node processes: local DDS defaults unless the user chose otherwise."""
     result = dict(os.environ if env is None else env)
-    result.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    apply_local_dds_defaults(result)
     result.setdefault("PYTHONUNBUFFERED", "1")
     result.setdefault("GLOG_minloglevel", "2")  # MediaPipe/TFLite start-up chatter, not our logs
     return result
