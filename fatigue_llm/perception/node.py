@@ -36,7 +36,8 @@ class PerceptionNode(LifecycleNode):
         self._pipeline: PerceptionPipeline | None = None
         self._vehicle: list[VehicleSample] = []
         self._stop = threading.Event()
-        self._player: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._start_times = (0.0, 0.0)  # (monotonic, ROS clock) at activation: the replay time base
         self._image_sub = None
         self.declare_parameter("autostart", True)
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
@@ -64,10 +65,15 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         self._stop.clear()
+        self._start_times = (time.monotonic(), self.get_clock().now().nanoseconds * 1e-9)
+        self._threads = []
+        if self._vehicle:
+            self._threads.append(threading.Thread(target=self._replay_vehicle, name="vehicle-replay", daemon=True))
         if self.uses_file_source:
-            self._player = threading.Thread(target=self._play, name="camera-player", daemon=True)
-            self._player.start()
-        else:
+            self._threads.append(threading.Thread(target=self._play, name="camera-player", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        if not self.uses_file_source:
             # camera streams: best effort, newest frames matter, stale ones do not
             self._image_sub = self.create_subscription(
                 Image, self.config.image_topic, self._on_image, qos_profile_sensor_data
@@ -95,9 +101,9 @@ class PerceptionNode(LifecycleNode):
 
     def _stop_inputs(self) -> None:
         self._stop.set()
-        if self._player is not None:
-            self._player.join(timeout=5.0)
-            self._player = None
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads = []
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
@@ -120,10 +126,7 @@ class PerceptionNode(LifecycleNode):
     def _play(self) -> None:
         """Play a file source in (scaled) real time; stamps = start time + media time."""
         rate = self.config.playback_rate
-        vehicle = iter(self._vehicle)
-        pending = next(vehicle, None)
-        wall_start = time.monotonic()
-        clock_start = self.get_clock().now().nanoseconds * 1e-9
+        wall_start, clock_start = self._start_times
         offset = 0.0
         while not self._stop.is_set():
             try:
@@ -142,19 +145,26 @@ class PerceptionNode(LifecycleNode):
                             return
                     elif self._stop.is_set():
                         return
-                    while pending is not None and pending.timestamp_s <= t:
-                        self._publish_vehicle(pending, clock_start)
-                        pending = next(vehicle, None)
                     self._process(frame, clock_start + t, self.config.frame_id)
             self.get_logger().info(f"end of input after {self.frames} frames ({self.bad_frames} bad)")
             if not self.config.loop:
                 return
             offset = last_t + 0.1
 
-    def _publish_vehicle(self, sample: VehicleSample, clock_start: float) -> None:
-        shifted = VehicleSample(clock_start + sample.timestamp_s, sample.speed, sample.steering_angle,
-                                sample.yaw_rate, sample.lateral_offset, sample.time_driving)
-        self._vehicle_pub.publish(vehicle_to_msg(shifted))
+    def _replay_vehicle(self) -> None:
+        """Publish the vehicle CSV in real time from activation, on the camera's time base."""
+        wall_start, clock_start = self._start_times
+        first = self._vehicle[0].timestamp_s
+        for sample in self._vehicle:
+            delay = wall_start + (sample.timestamp_s - first) - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            if self._stop.is_set():
+                return
+            shifted = VehicleSample(clock_start + sample.timestamp_s - first, sample.speed, sample.steering_angle,
+                                    sample.yaw_rate, sample.lateral_offset, sample.time_driving)
+            self._vehicle_pub.publish(vehicle_to_msg(shifted))
+        self.get_logger().info(f"end of vehicle CSV after {len(self._vehicle)} samples")
 
     def _process(self, frame, stamp_s: float, frame_id: str) -> None:
         if self._pipeline is None:

@@ -42,12 +42,16 @@ class Collected:
         return "".join(self.lines)
 
 
-def start_launch(video: Path, *extra: str) -> tuple[subprocess.Popen, Collected]:
+def start_launch_args(*arguments: str) -> tuple[subprocess.Popen, Collected]:
     process = subprocess.Popen(
-        [FATIGUE_LLM, "launch", "vehicle", "--video", str(video), *extra],
+        [FATIGUE_LLM, "launch", "vehicle", *arguments],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
     )
     return process, Collected(process)
+
+
+def start_launch(video: Path, *extra: str) -> tuple[subprocess.Popen, Collected]:
+    return start_launch_args("--video", str(video), *extra)
 
 
 def test_launch_delivers_critical_intervention_and_stops_cleanly(sample_video):
@@ -101,3 +105,58 @@ def test_echo_times_out_with_nonzero_exit():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "/no_such_topic" in result.stderr
+
+
+def test_launched_nodes_take_camera_images_and_vehicle_csv(tmp_path):
+    """Without a video the perception process listens to sensor_msgs/Image; vehicle signals replayed
+    from a simulator CSV reach the feature processor, whose steering features become finite."""
+    import math
+
+    import rclpy
+    from fatigue_msgs.msg import DriverObservation, FatigueFeatures
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from fatigue_llm.perception.image import encode_bgr8
+    from fatigue_llm.sim.drive import main as simulate_drive
+    from fatigue_llm.sim.driver_video import FaceRenderer
+
+    vehicle_csv = tmp_path / "drive.csv"
+    assert simulate_drive([str(vehicle_csv), "--duration", "120", "--rate", "20", "--fatigue", "0.2:0.8"]) == 0
+    launch, log = start_launch_args("--image-topic", "/cam/image", "--vehicle-csv", str(vehicle_csv))
+    rclpy.init()
+    node = rclpy.create_node("e2e_camera")
+    observations: list[DriverObservation] = []
+    features: list[FatigueFeatures] = []
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(DriverObservation, "/driver/observation", observations.append, reliable)
+    node.create_subscription(FatigueFeatures, "/fatigue/features", features.append, reliable)
+    publisher = node.create_publisher(Image, "/cam/image", qos_profile_sensor_data)
+    frame = FaceRenderer().render(0.0, 0.0, 0.0)
+    try:
+        deadline = time.monotonic() + 60
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert publisher.get_subscription_count() > 0, log.text()[-3000:]
+        deadline = time.monotonic() + 60
+        while len(observations) < 20 and time.monotonic() < deadline:
+            msg = Image()
+            now = node.get_clock().now().nanoseconds
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
+            msg.height, msg.width, msg.step, msg.data = encode_bgr8(frame)
+            msg.encoding = "bgr8"
+            publisher.publish(msg)
+            end = time.monotonic() + 1 / 15
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+        assert len(observations) >= 20, log.text()[-3000:]
+        assert sum(o.face_found for o in observations) >= 15
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(math.isfinite(f.steering_stability) for f in features):
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert any(math.isfinite(f.steering_stability) and math.isfinite(f.sdlp) for f in features)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        launch.send_signal(signal.SIGINT)
+        assert launch.wait(timeout=30) == 0, log.text()[-3000:]
