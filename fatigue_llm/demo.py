@@ -45,8 +45,11 @@ class NodeLogFilter:
     def __init__(self, out) -> None:
         self.out = out
 
+    # MediaPipe/TFLite print start-up notices through absl before logging is set up
+    NOISE = ("[INFO]", "INFO:", "] W0000 ", "] I0000 ", "absl::InitializeLog")
+
     def write(self, text: str) -> None:
-        if "[INFO]" not in text and "INFO:" not in text:
+        if not any(marker in text for marker in self.NOISE):
             self.out.write(text)
 
     def flush(self) -> None:

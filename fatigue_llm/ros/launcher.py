@@ -39,7 +39,6 @@ def ros_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     result = dict(os.environ if env is None else env)
     apply_local_dds_defaults(result)
     result.setdefault("PYTHONUNBUFFERED", "1")
-    result.setdefault("GLOG_minloglevel", "2")  # MediaPipe/TFLite start-up chatter, not our logs
     return result
 
 
