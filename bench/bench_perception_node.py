@@ -30,12 +30,12 @@ from fatigue_llm.ros.environment import apply_local_dds_defaults  # noqa: E402
 apply_local_dds_defaults()
 
 import rclpy  # noqa: E402
+from fatigue_msgs.msg import DriverObservation  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from fatigue_llm.perception.image import encode_bgr8  # noqa: E402
 from fatigue_llm.sim.driver_video import FaceRenderer, frame_truth, sample_script  # noqa: E402
-from fatigue_msgs.msg import DriverObservation  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "perception_node.json"
 

@@ -65,9 +65,8 @@ def _format(msg, started: float) -> str:
 
 def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) -> int:
     import rclpy
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
     from fatigue_msgs.msg import Intervention
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     video_path = Path(video) if video else ensure_sample_video()
     duration = video_duration_s(video_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from fatigue_msgs.msg import DriverObservation, FatigueFeatures, VehicleSignals
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -18,7 +19,6 @@ from fatigue_llm.perception.vehicle import VehicleSignalError
 from fatigue_llm.ros.convert import features_to_msg, msg_to_observation, msg_to_vehicle
 from fatigue_llm.ros.params import declare_config
 from fatigue_llm.ros.runner import run_node
-from fatigue_msgs.msg import DriverObservation, FatigueFeatures, VehicleSignals
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 
+from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
+from fatigue_msgs.msg import Intervention
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -23,8 +25,6 @@ from fatigue_llm.intervention.types import InterventionDecision, Level
 from fatigue_llm.ros.convert import decision_to_msg, msg_to_features
 from fatigue_llm.ros.params import declare_config
 from fatigue_llm.ros.runner import run_node
-from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
-from fatigue_msgs.msg import Intervention
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LEVEL_NAMES = {level.value: level.name for level in Level}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from fatigue_msgs.msg import DriverObservation, VehicleSignals
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -23,7 +24,6 @@ from fatigue_llm.perception.vehicle import VehicleSignalError, read_vehicle_csv
 from fatigue_llm.ros.convert import observation_to_msg, time_to_seconds, vehicle_to_msg
 from fatigue_llm.ros.params import declare_config
 from fatigue_llm.ros.runner import run_node
-from fatigue_msgs.msg import DriverObservation, VehicleSignals
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 from builtin_interfaces.msg import Time
+from fatigue_msgs.msg import DriverEvent as DriverEventMsg
+from fatigue_msgs.msg import DriverObservation, Intervention, VehicleSignals
+from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
 
 from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.types import InterventionDecision
 from fatigue_llm.perception.types import DriverEvent, EventType, FrameObservation, VehicleSample
-from fatigue_msgs.msg import DriverEvent as DriverEventMsg
-from fatigue_msgs.msg import DriverObservation, Intervention, VehicleSignals
-from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
 
 
 def seconds_to_time(seconds: float) -> Time:

@@ -54,24 +54,60 @@ def start_launch(video: Path, *extra: str) -> tuple[subprocess.Popen, Collected]
     return start_launch_args("--video", str(video), *extra)
 
 
-def test_launch_delivers_critical_intervention_and_stops_cleanly(sample_video):
-    launch, log = start_launch(sample_video)
-    try:
-        echo = subprocess.run(
-            [FATIGUE_LLM, "echo", "/intervention", "--count", "1", "--timeout", "120"],
-            capture_output=True, text=True, timeout=150, env=dict(os.environ),
-        )
-        assert echo.returncode == 0, echo.stderr + log.text()[-3000:]
-        assert "level:" in echo.stdout and "source:" in echo.stdout and "explanation:" in echo.stdout
+@pytest.fixture
+def params_file(repo, tmp_path) -> Path:
+    """config/vehicle.yaml with the case store and outbox in a temporary folder."""
+    import yaml
 
-        # the sample's microsleeps must raise CRITICAL (level 3) on /intervention
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "CRITICAL [rule]" not in log.text():
-            time.sleep(0.5)
-        assert "CRITICAL [rule]" in log.text(), log.text()[-3000:]
-        for name in ("perception", "feature_processor", "intervention"):
-            assert f"[{name}]" in log.text() or f"started {name}" in log.text()
+    document = yaml.safe_load((repo / "config" / "vehicle.yaml").read_text())
+    intervention = document["/**/intervention"]["ros__parameters"]
+    intervention["case_store_path"] = str(tmp_path / "case_store")
+    intervention["outbox_path"] = str(tmp_path / "outbox.sqlite3")
+    path = tmp_path / "vehicle.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_launch_delivers_critical_intervention_and_stops_cleanly(sample_video, params_file):
+    import rclpy
+    from fatigue_msgs.msg import Intervention
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    rclpy.init()
+    node = rclpy.create_node("e2e_listener")
+    received: list[Intervention] = []
+    node.create_subscription(Intervention, "/intervention", received.append,
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    launch, log = start_launch(sample_video, "--params", str(params_file))
+    try:
+        echo = subprocess.Popen([FATIGUE_LLM, "echo", "/intervention", "--count", "1", "--timeout", "120"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def done() -> bool:
+            critical_rule = any(m.level == Intervention.CRITICAL and m.source == "rule" for m in received)
+            llm = any(m.source == "local_llm" for m in received)
+            return critical_rule and llm and echo.poll() is not None
+
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not done():
+            rclpy.spin_once(node, timeout_sec=0.2)
+        out, err = echo.communicate(timeout=30)
+        assert echo.returncode == 0, err + log.text()[-3000:]
+        assert "level:" in out and "source:" in out and "explanation:" in out
+
+        # the sample's microsleeps raise a rule-based CRITICAL at once ...
+        critical = [m for m in received if m.level == Intervention.CRITICAL and m.source == "rule"]
+        assert critical, log.text()[-3000:]
+        assert critical[0].action == Intervention.ACTION_ALERT_AUDIO_HAPTIC
+        # ... and the embedded on-device model follows up with its own, explained intervention
+        llm = [m for m in received if m.source == "local_llm"]
+        assert llm, log.text()[-3000:]
+        rule_ids = {m.id for m in received if m.source == "rule"}
+        assert all(m.follows_id in rule_ids for m in llm)
+        assert all(m.message and len(m.message) <= 160 and "similar cases" in m.explanation for m in llm)
     finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
         launch.send_signal(signal.SIGTERM)
         code = launch.wait(timeout=30)
     text = log.text()

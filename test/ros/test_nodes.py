@@ -6,13 +6,13 @@ import math
 
 import pytest
 from builtin_interfaces.msg import Time
+from fatigue_msgs.msg import DriverEvent, DriverObservation, FatigueFeatures, Intervention
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from fatigue_llm import topics
 from fatigue_llm.features.node import FeatureProcessorNode
 from fatigue_llm.intervention.node import InterventionNode
 from fatigue_llm.ros.runner import autostart
-from fatigue_msgs.msg import DriverEvent, DriverObservation, FatigueFeatures, Intervention
 
 from .helpers import Graph, wait_for, wait_for_subscribers
 

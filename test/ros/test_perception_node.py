@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from fatigue_msgs.msg import DriverObservation
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -12,7 +13,6 @@ from fatigue_llm import topics
 from fatigue_llm.perception.image import encode_bgr8
 from fatigue_llm.perception.node import PerceptionNode
 from fatigue_llm.ros.runner import autostart
-from fatigue_msgs.msg import DriverObservation
 
 from .helpers import Graph, wait_for, wait_for_subscribers
 
