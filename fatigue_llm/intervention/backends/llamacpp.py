@@ -1,0 +1,279 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on the CPU.
+
+- the model's own chat template (``tokenizer.chat_template`` in the GGUF), rendered with Jinja2;
+- a JSON-schema grammar (``LlamaGrammar.from_json_schema``) so the answer is always well-formed;
+- the model's log-probability of every chosen token, from the raw logits (before the grammar);
+- KV reuse of the fixed prompt prefix: ``cache_prefix`` evaluates the system prompt once and saves
+  the context state. A request first reuses whatever leading tokens the context already holds
+  (llama.cpp keeps the previous prompt), and when that is less than the fixed prefix (another
+  prompt ran in between) it restores the saved state instead of re-evaluating the prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fatigue_llm.intervention.backends.base import (
+    Backend,
+    BackendError,
+    Deadline,
+    Generation,
+    GenerationTimeout,
+    Message,
+    common_prefix_len,
+    fixed_prefix_tokens,
+    log_softmax_at,
+    unit_interval_gbnf,
+)
+from fatigue_llm.intervention.models import ModelError, is_gguf
+
+EVAL_CHUNK = 64  # prompt tokens evaluated between deadline checks
+
+
+def _chat_renderer(template: str, bos: str, eos: str):
+    """A function rendering messages with a Jinja2 chat template (sandboxed, as llama.cpp does)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise BackendError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    compiled = env.from_string(template)
+
+    def render(messages: Sequence[Message]) -> str:
+        return compiled.render(messages=list(messages), add_generation_prompt=True, bos_token=bos,
+                               eos_token=eos, raise_exception=raise_exception)
+
+    return render
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model loaded with llama-cpp-python."""
+
+    name = "llamacpp"
+
+    def __init__(self, model_path: str | Path, n_threads: int = 2, n_ctx: int = 1024,
+                 temperature: float = 0.0, seed: int = 0, logits_all: bool = False) -> None:
+        """Load ``model_path``. Raises ModelError when the file is missing, not a GGUF or unloadable."""
+        import llama_cpp
+
+        path = Path(model_path)
+        if not path.is_file() or not is_gguf(path):
+            raise ModelError(f"GGUF model {path} does not exist or is not a GGUF file")
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                n_batch=min(512, n_ctx), seed=seed, logits_all=logits_all, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ModelError(f"llama.cpp could not load {path}: {error}") from None
+        self.path = path
+        self.temperature = temperature
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._vocab = self.llm._model.vocab
+        self._render = self._make_renderer()
+        self._prefix_tokens: list[int] = []
+        self._prefix_state = None
+        self._grammars: dict[str, object] = {}
+        self.state_restores = 0
+
+    # --- prompt ------------------------------------------------------------------------------------
+    def _make_renderer(self):
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"{self.path} has no tokenizer.chat_template in its metadata")
+
+        def token_text(key: str) -> str:
+            index = self.llm.metadata.get(key)
+            return "" if index is None else self.llm.detokenize([int(index)], special=True).decode(
+                "utf-8", errors="replace")
+
+        return _chat_renderer(template, token_text("tokenizer.ggml.bos_token_id"),
+                              token_text("tokenizer.ggml.eos_token_id"))
+
+    def render_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt tokens of ``messages`` with the chat template and the generation prompt."""
+        text = self._render(messages)
+        add_bos = bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    # --- prefix cache ------------------------------------------------------------------------------
+    def cache_prefix(self, messages: Sequence[Message]) -> int:
+        with self._lock:
+            tokens = fixed_prefix_tokens(self.render_tokens, messages)
+            self.llm.n_tokens = 0
+            self._eval(tokens, Deadline(float("inf")))
+            self._prefix_tokens = tokens
+            self._prefix_state = self._save_state()
+            return len(tokens)
+
+    def _save_state(self) -> bytes:
+        """The context's KV state (llama.cpp serialises only the used cells). Not ``Llama.save_state``:
+        that also copies Python-side logits whose buffer holds only ``n_batch`` rows."""
+        import ctypes
+
+        import llama_cpp
+
+        size = llama_cpp.llama_state_get_size(self.llm._ctx.ctx)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(self.llm._ctx.ctx, buffer, size)
+        return bytes(buffer)[:written]
+
+    def _load_prefix_state(self) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        state = self._prefix_state
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buffer, len(state)) != len(state):
+            raise BackendError("llama.cpp could not restore the cached prompt prefix")
+        n = len(self._prefix_tokens)
+        self.llm.input_ids[:n] = self._prefix_tokens
+        self.llm.n_tokens = n
+
+    def _reuse(self, tokens: list[int]) -> int:
+        """Position up to which the context already holds ``tokens``; restores the saved prefix
+        state when that beats what the context holds."""
+        held = common_prefix_len(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        prefix = self._prefix_tokens
+        if self._prefix_state is not None and held < len(prefix) and tokens[: len(prefix)] == prefix:
+            self._load_prefix_state()
+            self.state_restores += 1
+            held = len(prefix)
+        return min(held, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+
+    def _eval(self, tokens: Sequence[int], deadline: Deadline) -> None:
+        for start in range(0, len(tokens), EVAL_CHUNK):
+            if deadline.expired():
+                raise GenerationTimeout(f"prompt evaluation passed the {deadline.budget_s:.1f} s deadline")
+            self.llm.eval(tokens[start:start + EVAL_CHUNK])
+
+    # --- generation --------------------------------------------------------------------------------
+    def _grammar(self, json_schema: dict):
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+        key = json.dumps(json_schema, sort_keys=True)
+        if key not in self._grammars:
+            gbnf = unit_interval_gbnf(json_schema_to_gbnf(json.dumps(json_schema)), json_schema)
+            self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        return self._grammars[key]
+
+    def _sampler(self, json_schema: dict | None):
+        from llama_cpp import _internals
+
+        sampler = _internals.LlamaSampler()
+        if json_schema is not None:
+            sampler.add_grammar(self.llm._model, self._grammar(json_schema))
+        if self.temperature <= 0:
+            sampler.add_greedy()
+        else:
+            sampler.add_top_k(40)
+            sampler.add_top_p(0.95, 1)
+            sampler.add_temp(self.temperature)
+            sampler.add_dist(self.seed)
+        return sampler
+
+    def _last_logits(self) -> np.ndarray:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
+
+    def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
+                 json_schema: dict | None = None, prefix_embeds: object | None = None) -> Generation:
+        """See Backend.generate. Raises BackendError when a soft prompt is given (not supported here)
+        or the prompt does not fit the context, GenerationTimeout past the deadline."""
+        import llama_cpp
+
+        if prefix_embeds is not None:
+            raise BackendError("the llama.cpp backend does not take a soft prompt")
+        with self._lock:
+            deadline = Deadline(deadline_s)
+            tokens = self.render_tokens(messages)
+            if len(tokens) + max_new_tokens > self.llm.n_ctx():
+                raise BackendError(f"prompt of {len(tokens)} tokens + {max_new_tokens} new does not fit "
+                                   f"n_ctx={self.llm.n_ctx()}")
+            sampler = self._sampler(json_schema)
+            cached = self._reuse(tokens)
+            self.llm.n_tokens = cached
+            self._eval(tokens[cached:], deadline)
+            out: list[int] = []
+            logprobs: list[float] = []
+            pieces: list[bytes] = []
+            ttft = 0.0
+            finish = "length"
+            for _ in range(max_new_tokens):
+                logits = self._last_logits()
+                token = sampler.sample(self.llm._ctx, -1)
+                if not out:
+                    ttft = deadline.elapsed()
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                out.append(token)
+                logprobs.append(log_softmax_at(logits, token))
+                pieces.append(self.llm.detokenize([token]))
+                if deadline.expired():
+                    partial = self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached,
+                                               "timeout")
+                    raise GenerationTimeout(
+                        f"generation passed the {deadline_s:.1f} s deadline after {len(out)} tokens", partial)
+                self.llm.eval([token])
+            return self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached, finish)
+
+    @staticmethod
+    def _generation(out, logprobs, pieces, ttft, deadline, prompt, cached, finish) -> Generation:
+        return Generation(
+            text=b"".join(pieces).decode("utf-8", errors="replace"),
+            tokens=tuple(out),
+            token_logprobs=tuple(logprobs),
+            ttft_s=ttft,
+            total_s=deadline.elapsed(),
+            token_pieces=tuple(piece.decode("utf-8", errors="replace") for piece in pieces),
+            prompt_tokens=len(prompt),
+            cached_tokens=cached,
+            finish_reason=finish,
+        )
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits (len(tokens) x vocab) for teacher-forced ``tokens``; needs ``logits_all=True``."""
+        with self._lock:
+            if not self.llm._logits_all:
+                raise BackendError("logits() needs the backend created with logits_all=True")
+            self.llm.reset()
+            self.llm.eval(list(tokens))
+            return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+
+    def close(self) -> None:
+        with self._lock:
+            if getattr(self, "llm", None) is not None:
+                self.llm.close()
+                self.llm = None
+            self._prefix_state = None
+
+
+def timed_plain_completion(backend: LlamaCppBackend, prompt_tokens: Sequence[int],
+                           max_new_tokens: int) -> tuple[float, float, int]:
+    """Reference timing through llama-cpp-python's own ``generate`` loop (no grammar, no logprobs):
+    (ttft_s, total_s, generated tokens). Used by the benchmark as the plain llama.cpp baseline."""
+    llm = backend.llm
+    start = time.perf_counter()
+    ttft, count = 0.0, 0
+    for token in llm.generate(list(prompt_tokens), temp=0.0, top_k=1, reset=True):
+        if count == 0:
+            ttft = time.perf_counter() - start
+        if llm.token_eos() == token or count >= max_new_tokens:
+            break
+        count += 1
+    return ttft, time.perf_counter() - start, count

@@ -1,0 +1,253 @@
+"""Prompt and answer format of the on-device intervention model.
+
+The prompt is a chat: one fixed system message (instructions, levels, the action catalogue and the
+JSON answer format) that is byte-identical across requests so its KV state is computed once, then
+one user message with the variable part: the features with units, the rule level and up to k
+similar past cases. The answer is one JSON object, checked by ``parse_answer``::
+
+    {"level": "WARNING", "action": "audio_chime", "message": "...", "confidence": 0.8}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fatigue_llm.features.types import FatigueFeatures
+from fatigue_llm.intervention.types import ACTIONS, MAX_MESSAGE_CHARS, InterventionDecision, Level
+
+# The message comes last: an answer cut by the token budget loses only the end of its message,
+# which ``complete_truncated`` closes at a word boundary.
+ANSWER_FIELDS = ("level", "action", "confidence", "message")
+
+ACTION_HINTS: dict[str, str] = {
+    "none": "no sign of fatigue, say nothing",
+    "dashboard_notice": "a quiet notice on the dashboard",
+    "suggest_break": "suggest a break soon",
+    "ventilation": "fresh air as a short-term help",
+    "audio_chime": "an audible chime and a spoken warning",
+    "alert_audio_haptic": "loud alarm and seat vibration, for eyes closed while driving",
+    "pull_over": "tell the driver to stop safely now",
+}
+
+# (field, label, format, unit) in the order the model reads them; counts are shown as integers.
+FEATURE_FORMAT: tuple[tuple[str, str, str, str], ...] = (
+    ("eye_closure_ratio", "PERCLOS", "{:.2f}", ""),
+    ("blink_frequency", "blink rate", "{:.0f}", "/min"),
+    ("mean_blink_duration", "mean blink", "{:.2f}", " s"),
+    ("longest_eye_closure", "longest eye closure", "{:.1f}", " s"),
+    ("slow_blink_count", "slow blinks", "{:.0f}", ""),
+    ("microsleep_count", "microsleeps", "{:.0f}", ""),
+    ("yawn_count", "yawns", "{:.0f}", ""),
+    ("head_nod", "head nods", "{:.1f}", "/min"),
+    ("voice_quality", "voice quality", "{:.2f}", ""),
+    ("steering_stability", "steering reversals", "{:.1f}", "/min"),
+    ("sdlp", "lane position std", "{:.2f}", " m"),
+    ("speed_variance", "speed variance", "{:.1f}", " m2/s2"),
+    ("yaw_rate", "yaw rate std", "{:.3f}", " rad/s"),
+    ("time_awake", "awake", "{:.1f}", " h"),
+    ("time_driving", "driving", "{:.0f}", " min"),
+)
+_SCALE = {"time_driving": 1 / 60.0}  # shown in minutes
+# event counts and durations that are 0 unless something happened: shown only when non-zero
+_OMIT_ZERO = {"longest_eye_closure", "slow_blink_count", "microsleep_count", "yawn_count"}
+
+DEFAULT_EXAMPLE_FEATURES = 4  # features shown per retrieved case
+
+
+class AnswerError(ValueError):
+    """The model's answer is not a valid intervention; the message says which field is wrong."""
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    level: Level
+    action: str
+    message: str
+    confidence: float
+
+
+def system_prompt(max_message_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """The fixed system message. Identical for every request of one engine (cacheable)."""
+    actions = "\n".join(f'- {name}: {ACTION_HINTS[name]}, e.g. "{ACTIONS[name]}"' for name in ACTIONS)
+    return (
+        "You are the fatigue assistant of a driver-monitoring system in a car. From the driver's "
+        "fatigue measurements choose one intervention and write one short message spoken to the driver.\n"
+        "Levels: INFO (no fatigue), ADVISORY (early signs), WARNING (clear fatigue), CRITICAL (eyes "
+        "closing or microsleep: immediate danger). Never answer a level below the rule level.\n"
+        f"Actions:\n{actions}\n"
+        "PERCLOS is the fraction of time the eyes are closed; above 0.15 is fatigue, above 0.30 danger.\n"
+        "Similar past cases, when given, show what was done and how well it worked (effect 0..1).\n"
+        "Answer with one JSON object only, confidence being how sure you are (0 to 1) and the message "
+        f"one or two calm sentences to the driver, at most {max_message_chars} characters:\n"
+        '{"level": "<LEVEL>", "action": "<action>", "confidence": <number>, "message": "<text>"}'
+    )
+
+
+def _format_value(name: str, value: float, fmt: str, unit: str) -> str:
+    return fmt.format(value * _SCALE.get(name, 1.0)) + unit
+
+
+def render_features(values: FatigueFeatures | dict, limit: int | None = None) -> str:
+    """Features as ``label value unit`` pairs; missing (NaN) ones listed once as ``n/a: ...``.
+
+    With ``limit``, only the first ``limit`` present features are shown (for case examples).
+    """
+    data = values.to_dict() if isinstance(values, FatigueFeatures) else dict(values)
+    present, missing = [], []
+    for name, label, fmt, unit in FEATURE_FORMAT:
+        value = data.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            missing.append(label)
+            continue
+        if name in _OMIT_ZERO and value == 0:
+            continue
+        present.append(f"{label} {_format_value(name, float(value), fmt, unit)}")
+    if limit is not None:
+        return ", ".join(present[:limit])
+    if data.get("microsleep"):
+        present.insert(0, "MICROSLEEP just now")
+    text = ", ".join(present)
+    return f"{text}; n/a: {', '.join(missing)}" if missing else text
+
+
+def render_case(retrieved: object) -> str:
+    """One retrieved case (anything with ``.case`` and ``.similarity``) as a one-line example."""
+    case = retrieved.case
+    effect = "unknown" if case.effectiveness is None or math.isnan(case.effectiveness) else (
+        f"{case.effectiveness:.1f}")
+    return (
+        f"case #{case.case_id} (similarity {retrieved.similarity:.2f}): "
+        f"{render_features(case.features, DEFAULT_EXAMPLE_FEATURES)} -> {Level(case.level).name} "
+        f"{case.action}, effect {effect}: \"{case.intervention[:80]}\""
+    )
+
+
+def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str]) -> str:
+    """The variable user message: measurements, rule level (with its reasons) and examples."""
+    reasons = rule.explanation.removeprefix("rule:").strip() or "none"
+    lines = [
+        f"Measurements: {render_features(features)}",
+        f"Rule level: {rule.level.name} ({reasons}); rule action: {rule.action}",
+    ]
+    if examples:
+        lines.append("Similar past cases:")
+        lines.extend(f"- {example}" for example in examples)
+    return "\n".join(lines)
+
+
+def build_messages(
+    features: FatigueFeatures,
+    rule: InterventionDecision,
+    retrieved: Sequence[object] = (),
+    *,
+    system: str | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    budget_tokens: int = 768,
+) -> list[dict[str, str]]:
+    """Chat messages for one request, the user part within ``budget_tokens``.
+
+    Examples are dropped from the least similar first until the user message fits; the
+    measurements themselves are never cut (they are a few hundred characters at most).
+    """
+    count = count_tokens or (lambda text: max(1, len(text) // 4))
+    examples = [render_case(item) for item in retrieved]
+    text = user_prompt(features, rule, examples)
+    while examples and count(text) > budget_tokens:
+        examples.pop()
+        text = user_prompt(features, rule, examples)
+    return [
+        {"role": "system", "content": system if system is not None else system_prompt()},
+        {"role": "user", "content": text},
+    ]
+
+
+def answer_schema(min_level: Level = Level.INFO, max_message_chars: int = MAX_MESSAGE_CHARS) -> dict:
+    """JSON schema of the answer; levels below ``min_level`` (the rule level) are not allowed, nor is
+    the action "none" once the rule level is ADVISORY or higher."""
+    actions = [name for name in ACTIONS if not (name == "none" and min_level >= Level.ADVISORY)]
+    return {
+        "type": "object",
+        "properties": {
+            "level": {"type": "string", "enum": [lv.name for lv in Level if lv >= min_level]},
+            "action": {"type": "string", "enum": actions},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "message": {"type": "string", "minLength": 1, "maxLength": int(max_message_chars)},
+        },
+        "required": list(ANSWER_FIELDS),
+        "additionalProperties": False,
+    }
+
+
+def parse_answer(
+    text: str, min_level: Level = Level.INFO, max_message_chars: int = MAX_MESSAGE_CHARS
+) -> ParsedAnswer:
+    """Validate the model's JSON answer. Raises AnswerError naming the problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"{error.msg} at char {error.pos}"
+        raise AnswerError(f"answer is not valid JSON ({where}): {text[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise AnswerError(f"answer must be a JSON object, got {type(data).__name__}")
+    missing = [name for name in ANSWER_FIELDS if name not in data]
+    unknown = sorted(set(data) - set(ANSWER_FIELDS))
+    if missing or unknown:
+        raise AnswerError(f"answer fields: missing {missing}, unknown {unknown}")
+    level_name, action, confidence, message = (data[name] for name in ANSWER_FIELDS)
+    if level_name not in Level.__members__:
+        raise AnswerError(f"field 'level' must be one of {list(Level.__members__)}, got {level_name!r}")
+    level = Level[level_name]
+    if level < min_level:
+        raise AnswerError(f"field 'level' {level.name} is below the rule level {Level(min_level).name}")
+    if action not in ACTIONS:
+        raise AnswerError(f"field 'action' must be one of {list(ACTIONS)}, got {action!r}")
+    if not isinstance(message, str) or not message.strip():
+        raise AnswerError("field 'message' must be a non-empty string")
+    message = " ".join(message.split())
+    if len(message) > max_message_chars:
+        raise AnswerError(f"field 'message' is {len(message)} chars, limit {max_message_chars}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
+        raise AnswerError(f"field 'confidence' must be a number in [0, 1], got {confidence!r}")
+    return ParsedAnswer(level, action, message, float(confidence))
+
+
+def value_spans(text: str, names: Sequence[str] = ("level", "action")) -> list[tuple[int, int]]:
+    """Character spans of the string values of ``names`` in an answer text (for token confidence)."""
+    spans = []
+    for name in names:
+        match = re.search('"' + re.escape(name) + r'"\s*:\s*"([^"]*)"', text)
+        if match:
+            spans.append(match.span(1))
+    return spans
+
+
+def trim_message(message: str, min_chars: int = 10) -> str:
+    """End a message that was cut mid-sentence at its last sentence end, or else its last whole word."""
+    message = message.rstrip()
+    if message.endswith((".", "!", "?")):
+        return message
+    sentence_end = max(message.rfind(mark) for mark in (". ", "! ", "? "))
+    if sentence_end + 1 >= min_chars:
+        return message[: sentence_end + 1]
+    space = message.rfind(" ")
+    cut = message[:space] if space >= min_chars else message
+    return cut.rstrip(" ,;:-") + "."
+
+
+def complete_truncated(text: str) -> str:
+    """Close an answer that the token budget cut inside or right after its message (the last field).
+
+    Returns ``text`` unchanged when it was not cut there; a message cut mid-way is trimmed with
+    ``trim_message``.
+    """
+    closed = re.match(r'(?s)(.*"message"\s*:\s*"[^"\\]*")\s*$', text)
+    if closed is not None:
+        return closed.group(1) + "}"
+    match = re.match(r'(?s)(.*"message"\s*:\s*")([^"\\]*)$', text)
+    if match is None or not match.group(2).strip():
+        return text
+    return match.group(1) + trim_message(match.group(2)) + '"}'

