@@ -16,13 +16,19 @@ plain llama-cpp-python ``create_chat_completion`` with the same messages, schema
 (ratio plain / ours, target >= 1.0), and the end-to-end ``InterventionEngine.advise`` latency p50/p95
 (<= 64 new tokens, 2 threads) including retrieval, prompt, generation, parsing and triage.
 
-    .venv/bin/python bench/bench_llm.py [--quick] [--threads 2] [--cache-dir DIR]
+    .venv/bin/python bench/bench_llm.py [--quick | --tinyllama-latency] [--threads 2] [--cache-dir DIR]
 
 --quick (about 5 min on an idle 2-core machine once the models are cached; the first run builds and
 converts TinyLlama, ~1-2 min more) runs llama.cpp only, two repeats, TinyLlama only for the path
 comparison and the engine latency. The 1-minute load average before/after each run is recorded: on a
 shared machine the timings are only as good as the machine was idle.
 Prints a markdown table and writes bench/results/llm.json.
+
+--tinyllama-latency (about 2-3 min) measures only the issue target: ``InterventionEngine.advise`` on
+TinyLlama Q4_0 with 2 threads, 20 requests, p50/p95 with the per-request split (uncached prompt
+tokens, TTFT, decode tokens), next to plain llama-cpp-python ``create_chat_completion`` on the same
+GGUF with the same messages and schema in the same run. Prints a table and the JSON, and writes
+bench/results/llm_latency.json.
 """
 
 from __future__ import annotations
@@ -207,7 +213,110 @@ def measure_engine(config: dict) -> dict:
     }
 
 
-WORKERS = {"backend": measure_backend, "paths": measure_paths, "engine": measure_engine}
+def _percentiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    return {"p50": statistics.median(ordered),
+            "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], "max": ordered[-1]}
+
+
+def measure_latency(config: dict) -> dict:
+    """engine.advise latency with its per-request split, then plain llama.cpp on the same messages."""
+    import llama_cpp
+
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
+
+    engine_config = InterventionConfig(model_path=config["model"], n_threads=config["threads"],
+                                       max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+    requests, sent = [], []
+    with tempfile.TemporaryDirectory() as state:
+        engine = InterventionEngine(engine_config, state_dir=Path(state))
+        engine.load()
+        backend = engine._parts.backend
+        generate = backend.generate
+
+        def recording_generate(messages, *args, **kwargs):
+            generation = generate(messages, *args, **kwargs)
+            sent.append((messages, kwargs.get("json_schema"), generation))
+            return generation
+
+        backend.generate = recording_generate
+        for i in range(-1, config["repeats"]):  # i = -1: warm-up, not counted
+            features = _features(max(i, 0))
+            decision = engine.advise(features, rule_decision_for(features, engine_config))
+            _, _, generation = sent[-1]
+            if i >= 0:
+                requests.append({
+                    "advise_s": decision.latency_ms / 1000, "source": decision.source,
+                    "prompt_tokens": generation.prompt_tokens,
+                    "uncached_tokens": generation.prompt_tokens - generation.cached_tokens,
+                    "ttft_s": generation.ttft_s, "decode_tokens": len(generation.tokens),
+                    "decode_s": generation.total_s - generation.ttft_s})
+        prefix_tokens, restores = engine.prefix_tokens_cached, backend.state_restores
+        engine.close()
+    plain = llama_cpp.Llama(model_path=config["model"], n_ctx=2048, n_threads=config["threads"],
+                            n_threads_batch=config["threads"], verbose=False)
+    plain_s, plain_tokens = [], []
+    for i, (messages, schema, _) in enumerate(sent[: config["plain_repeats"] + 1]):
+        start = time.perf_counter()
+        reply = plain.create_chat_completion(messages=messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0,
+                                             response_format={"type": "json_object", "schema": schema})
+        if i > 0:  # the first one is the warm-up (and evaluates the system prompt)
+            plain_s.append(time.perf_counter() - start)
+            plain_tokens.append(reply["usage"]["completion_tokens"])
+    plain.close()
+    advise = _percentiles([r["advise_s"] for r in requests])
+    return {
+        "requests": len(requests), "prefix_tokens_cached": prefix_tokens, "state_restores": restores,
+        "advise_p50_s": advise["p50"], "advise_p95_s": advise["p95"], "advise_max_s": advise["max"],
+        "uncached_tokens_p50": statistics.median(r["uncached_tokens"] for r in requests),
+        "uncached_tokens_max": max(r["uncached_tokens"] for r in requests),
+        "ttft_p50_s": statistics.median(r["ttft_s"] for r in requests),
+        "decode_tokens_p50": statistics.median(r["decode_tokens"] for r in requests),
+        "decode_ms_per_token": 1000 * sum(r["decode_s"] for r in requests)
+        / max(1, sum(r["decode_tokens"] - 1 for r in requests)),
+        "llm_answers": sum(r["source"] == "local_llm" for r in requests),
+        "plain_requests": len(plain_s), "plain_p50_s": statistics.median(plain_s),
+        "plain_p95_s": _percentiles(plain_s)["p95"], "plain_tokens_p50": statistics.median(plain_tokens),
+        "per_request": requests, "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def latency_table(result: dict) -> str:
+    if "error" in result:
+        return f"error: {result['error']}"
+    r = result
+    return "\n".join([
+        "| TinyLlama Q4_0, 2 threads | requests | p50 s | p95 s | uncached prompt tok (p50/max) | TTFT p50 s "
+        "| decode tok p50 | decode ms/tok |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| engine.advise | {r['requests']} | {r['advise_p50_s']:.2f} | {r['advise_p95_s']:.2f} | "
+        f"{r['uncached_tokens_p50']:.0f} / {r['uncached_tokens_max']} | {r['ttft_p50_s']:.2f} | "
+        f"{r['decode_tokens_p50']:.0f} | {r['decode_ms_per_token']:.0f} |",
+        f"| plain llama.cpp chat completion | {r['plain_requests']} | {r['plain_p50_s']:.2f} | "
+        f"{r['plain_p95_s']:.2f} | | | {r['plain_tokens_p50']:.0f} | |",
+        f"load average (1 min) before/after: {r['load_avg_1min']}; target: advise p95 <= 2.5 s",
+    ])
+
+
+def run_latency(paths: dict[str, str], threads: int, out: Path) -> int:
+    config = {"kind": "latency", "model": paths["tinyllama_q4_0"], "threads": threads, "repeats": 20,
+              "plain_repeats": 10}
+    load_before = os.getloadavg()[0]
+    result = run_worker(config, timeout_s=600.0)
+    result["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    print(latency_table(result))
+    summary = {key: value for key, value in result.items() if key != "per_request"}
+    print(json.dumps(summary, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"mode": "tinyllama-latency", "threads": threads, "max_new_tokens": MAX_NEW_TOKENS,
+                               "result": result}, indent=2) + "\n")
+    print(f"[bench] wrote {out}")
+    return 0 if "error" not in result else 1
+
+
+WORKERS = {"backend": measure_backend, "paths": measure_paths, "engine": measure_engine,
+           "latency": measure_latency}
 
 
 def run_worker(config: dict, timeout_s: float) -> dict:
@@ -325,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                         help="where the random TinyLlama lives")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tinyllama-latency", action="store_true",
+                        help="only engine.advise p50/p95 on TinyLlama Q4_0 next to plain llama.cpp (< 3 min)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -333,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     paths = prepare_models(args.cache_dir, args.threads)
+    if args.tinyllama_latency:
+        out = args.out if args.out != RESULTS else RESULTS.with_name("llm_latency.json")
+        return run_latency(paths, args.threads, out)
     results = []
     for label, worker, config in plan(paths, args.quick, args.threads):
         print(f"[bench] {label} ...", flush=True)

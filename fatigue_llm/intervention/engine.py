@@ -34,6 +34,7 @@ from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.projector import FEATURE_NAMES, FeatureProjector, key_deviations, retrieval_key
 from fatigue_llm.intervention.prompt import (
     FEATURE_FORMAT,
+    USER_BUDGET_TOKENS,
     AnswerError,
     ParsedAnswer,
     answer_schema,
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("models")
 SEED_CSV = Path(__file__).parent / "data" / "seed_cases.csv"
-JSON_OVERHEAD_TOKENS = 28  # tokens of {"level": ..., "action": ..., "confidence": ..., "message": ""}
+# Llama tokens of {"level": "WARNING", "action": "alert_audio_haptic", "confidence": 0.85, "message": ""}
+JSON_OVERHEAD_TOKENS = 34
 CHARS_PER_TOKEN = 3.0      # conservative for short English sentences
 PROMPT_MARGIN_TOKENS = 16
 NEW_CASE_EFFECTIVENESS = 0.5  # prior of a new case until its effect is measured
@@ -223,7 +225,8 @@ class InterventionEngine:
     def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list
                   ) -> tuple[ParsedAnswer | None, Generation | None, str]:
         config = self.config
-        budget = config.n_ctx - config.max_new_tokens - self.prefix_tokens_cached - PROMPT_MARGIN_TOKENS
+        room = config.n_ctx - config.max_new_tokens - self.prefix_tokens_cached - PROMPT_MARGIN_TOKENS
+        budget = min(USER_BUDGET_TOKENS, room)  # the user message is evaluated on every request
         messages = build_messages(features, rule, retrieved, system=self.system,
                                   count_tokens=parts.backend.count_tokens, budget_tokens=budget)
         soft = parts.projector.soft_prompt(features) if parts.projector is not None else None

@@ -1,11 +1,18 @@
 """Prompt and answer format of the on-device intervention model.
 
-The prompt is a chat: one fixed system message (instructions, levels, the action catalogue and the
-JSON answer format) that is byte-identical across requests so its KV state is computed once, then
-one user message with the variable part: the features with units, the rule level and up to k
-similar past cases. The answer is one JSON object, checked by ``parse_answer``::
+The prompt is a chat: one fixed system message (instructions, levels, the action catalogue, how to
+read the user message and the JSON answer format) that is byte-identical across requests so its KV
+state is computed once, then one short user message with the variable part, which is evaluated on
+every request and so kept within ``USER_BUDGET_TOKENS``::
 
-    {"level": "WARNING", "action": "audio_chime", "message": "...", "confidence": 0.8}
+    Now: PERCLOS .22, blinks 31/min, microsleeps 2, awake 17h, driving 90min
+    Rule: WARNING audio_chime
+    Cases:
+    PERCLOS .20, blinks 30/min -> WARNING suggest_break, eff .8
+
+The answer is one JSON object, checked by ``parse_answer``::
+
+    {"level": "WARNING", "action": "audio_chime", "confidence": 0.8, "message": "..."}
 """
 
 from __future__ import annotations
@@ -33,29 +40,33 @@ ACTION_HINTS: dict[str, str] = {
     "pull_over": "tell the driver to stop safely now",
 }
 
-# (field, label, format, unit) in the order the model reads them; counts are shown as integers.
+# (field, label, format, unit) in the order the model reads them; short labels and units because
+# the user message is evaluated on every request (its tokens are the latency), counts as integers.
 FEATURE_FORMAT: tuple[tuple[str, str, str, str], ...] = (
     ("eye_closure_ratio", "PERCLOS", "{:.2f}", ""),
-    ("blink_frequency", "blink rate", "{:.0f}", "/min"),
-    ("mean_blink_duration", "mean blink", "{:.2f}", " s"),
-    ("longest_eye_closure", "longest eye closure", "{:.1f}", " s"),
+    ("blink_frequency", "blinks", "{:.0f}", "/min"),
+    ("mean_blink_duration", "blink", "{:.2f}", "s"),
+    ("longest_eye_closure", "longest closure", "{:.1f}", "s"),
     ("slow_blink_count", "slow blinks", "{:.0f}", ""),
     ("microsleep_count", "microsleeps", "{:.0f}", ""),
     ("yawn_count", "yawns", "{:.0f}", ""),
-    ("head_nod", "head nods", "{:.1f}", "/min"),
-    ("voice_quality", "voice quality", "{:.2f}", ""),
+    ("head_nod", "nods", "{:.1f}", "/min"),
+    ("voice_quality", "voice", "{:.2f}", ""),
     ("steering_stability", "steering reversals", "{:.1f}", "/min"),
-    ("sdlp", "lane position std", "{:.2f}", " m"),
-    ("speed_variance", "speed variance", "{:.1f}", " m2/s2"),
-    ("yaw_rate", "yaw rate std", "{:.3f}", " rad/s"),
-    ("time_awake", "awake", "{:.1f}", " h"),
-    ("time_driving", "driving", "{:.0f}", " min"),
+    ("sdlp", "lane std", "{:.2f}", "m"),
+    ("speed_variance", "speed var", "{:.1f}", "m2/s2"),
+    ("yaw_rate", "yaw std", "{:.3f}", "rad/s"),
+    ("time_awake", "awake", "{:.0f}", "h"),
+    ("time_driving", "driving", "{:.0f}", "min"),
 )
 _SCALE = {"time_driving": 1 / 60.0}  # shown in minutes
 # event counts and durations that are 0 unless something happened: shown only when non-zero
-_OMIT_ZERO = {"longest_eye_closure", "slow_blink_count", "microsleep_count", "yawn_count"}
+_OMIT_ZERO = {"slow_blink_count", "microsleep_count", "yawn_count", "time_driving"}
+# shown only from this value on: a longest eye closure under half a second is an ordinary blink
+_MIN_SHOWN = {"longest_eye_closure": 0.5}
 
-DEFAULT_EXAMPLE_FEATURES = 4  # features shown per retrieved case
+USER_BUDGET_TOKENS = 120    # the whole user message, measured with the model's tokenizer
+DEFAULT_EXAMPLE_FEATURES = 2  # features shown per retrieved case
 
 
 class AnswerError(ValueError):
@@ -79,8 +90,11 @@ def system_prompt(max_message_chars: int = MAX_MESSAGE_CHARS) -> str:
         "Levels: INFO (no fatigue), ADVISORY (early signs), WARNING (clear fatigue), CRITICAL (eyes "
         "closing or microsleep: immediate danger). Never answer a level below the rule level.\n"
         f"Actions:\n{actions}\n"
-        "PERCLOS is the fraction of time the eyes are closed; above 0.15 is fatigue, above 0.30 danger.\n"
-        "Similar past cases, when given, show what was done and how well it worked (effect 0..1).\n"
+        "The user message gives: 'Now:' the current measurements (only those available; PERCLOS is the "
+        "fraction of time the eyes are closed, above 0.15 is fatigue, above 0.30 danger; MICROSLEEP "
+        "means the eyes just closed for a second or more); 'Rule:' the level and action of the safety "
+        "rules; 'Cases:', when given, similar past cases, most similar first, as "
+        "'measurements -> level action, eff E', E being how well it worked (0 to 1).\n"
         "Answer with one JSON object only, confidence being how sure you are (0 to 1) and the message "
         f"one or two calm sentences to the driver, at most {max_message_chars} characters:\n"
         '{"level": "<LEVEL>", "action": "<action>", "confidence": <number>, "message": "<text>"}'
@@ -88,54 +102,55 @@ def system_prompt(max_message_chars: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def _format_value(name: str, value: float, fmt: str, unit: str) -> str:
-    return fmt.format(value * _SCALE.get(name, 1.0)) + unit
+    """``fmt`` applied to the (scaled) value, without the leading zero of a fraction (".21":
+    the tokenizer spends a token per digit and one on the space before "0")."""
+    text = fmt.format(value * _SCALE.get(name, 1.0))
+    if text.startswith(("0.", "-0.")):
+        text = text.replace("0.", ".", 1)
+    return text + unit
 
 
 def render_features(values: FatigueFeatures | dict, limit: int | None = None) -> str:
-    """Features as ``label value unit`` pairs; missing (NaN) ones listed once as ``n/a: ...``.
+    """Present features as ``label valueunit`` on one line; missing (NaN) ones and zero event counts
+    are left out (the system prompt says only available measurements are listed).
 
     With ``limit``, only the first ``limit`` present features are shown (for case examples).
     """
     data = values.to_dict() if isinstance(values, FatigueFeatures) else dict(values)
-    present, missing = [], []
+    present = []
     for name, label, fmt, unit in FEATURE_FORMAT:
         value = data.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            missing.append(label)
             continue
-        if name in _OMIT_ZERO and value == 0:
+        if (name in _OMIT_ZERO and value == 0) or value < _MIN_SHOWN.get(name, -math.inf):
             continue
         present.append(f"{label} {_format_value(name, float(value), fmt, unit)}")
     if limit is not None:
         return ", ".join(present[:limit])
     if data.get("microsleep"):
-        present.insert(0, "MICROSLEEP just now")
-    text = ", ".join(present)
-    return f"{text}; n/a: {', '.join(missing)}" if missing else text
+        present.insert(0, "MICROSLEEP")
+    return ", ".join(present) or "none available"
 
 
-def render_case(retrieved: object) -> str:
-    """One retrieved case (anything with ``.case`` and ``.similarity``) as a one-line example."""
+def render_case(retrieved: object, n_features: int = DEFAULT_EXAMPLE_FEATURES) -> str:
+    """One retrieved case (anything with ``.case``) as a one-line example:
+    ``PERCLOS .21, blinks 31/min -> WARNING audio_chime, eff .8``."""
     case = retrieved.case
-    effect = "unknown" if case.effectiveness is None or math.isnan(case.effectiveness) else (
-        f"{case.effectiveness:.1f}")
-    return (
-        f"case #{case.case_id} (similarity {retrieved.similarity:.2f}): "
-        f"{render_features(case.features, DEFAULT_EXAMPLE_FEATURES)} -> {Level(case.level).name} "
-        f"{case.action}, effect {effect}: \"{case.intervention[:80]}\""
-    )
+    effect = "?" if case.effectiveness is None or math.isnan(case.effectiveness) else (
+        _format_value("", case.effectiveness, "{:.1f}", ""))
+    return f"{render_features(case.features, n_features)} -> {Level(case.level).name} {case.action}, eff {effect}"
 
 
 def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str]) -> str:
-    """The variable user message: measurements, rule level (with its reasons) and examples."""
-    reasons = rule.explanation.removeprefix("rule:").strip() or "none"
-    lines = [
-        f"Measurements: {render_features(features)}",
-        f"Rule level: {rule.level.name} ({reasons}); rule action: {rule.action}",
-    ]
+    """The variable user message: measurements, the rule's level and action, examples.
+
+    The rule's reasons are not repeated: they restate measurements of the "Now" line against the
+    thresholds the system prompt gives.
+    """
+    lines = [f"Now: {render_features(features)}", f"Rule: {rule.level.name} {rule.action}"]
     if examples:
-        lines.append("Similar past cases:")
-        lines.extend(f"- {example}" for example in examples)
+        lines.append("Cases:")
+        lines.extend(examples)
     return "\n".join(lines)
 
 
@@ -146,14 +161,14 @@ def build_messages(
     *,
     system: str | None = None,
     count_tokens: Callable[[str], int] | None = None,
-    budget_tokens: int = 768,
+    budget_tokens: int = USER_BUDGET_TOKENS,
 ) -> list[dict[str, str]]:
     """Chat messages for one request, the user part within ``budget_tokens``.
 
     Examples are dropped from the least similar first until the user message fits; the
-    measurements themselves are never cut (they are a few hundred characters at most).
+    measurements and the rule line themselves are never cut.
     """
-    count = count_tokens or (lambda text: max(1, len(text) // 4))
+    count = count_tokens or (lambda text: max(1, len(text) // 3))
     examples = [render_case(item) for item in retrieved]
     text = user_prompt(features, rule, examples)
     while examples and count(text) > budget_tokens:

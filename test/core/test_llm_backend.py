@@ -163,3 +163,23 @@ def test_lora_folder_must_hold_safetensors(tiny_llama, tmp_path):
     config = InterventionConfig(backend="transformers", model_path=str(tiny_llama), lora_path=str(tmp_path))
     with pytest.raises(ModelError, match="adapter_model.safetensors"):
         create_backend(config)
+
+
+def test_user_message_fits_its_token_budget_with_the_real_tokenizer(smollm):
+    from types import SimpleNamespace
+
+    from fatigue_llm.intervention.prompt import USER_BUDGET_TOKENS
+
+    features = FatigueFeatures(eye_closure_ratio=0.34, blink_frequency=27.0, microsleep=True, microsleep_count=1,
+                               longest_eye_closure=1.2, slow_blink_count=3, yawn_count=2, time_awake=13.0,
+                               time_driving=5400.0, head_nod=2.5)
+    case = SimpleNamespace(case_id=1, features=features.to_dict(), level=3, action="alert_audio_haptic",
+                           effectiveness=0.8, intervention=ACTIONS["alert_audio_haptic"])
+    retrieved = [SimpleNamespace(case=case, similarity=0.9)] * 3
+    messages = build_messages(features, _rule(Level.CRITICAL, "alert_audio_haptic"), retrieved,
+                              system=SYSTEM[0]["content"], count_tokens=smollm.count_tokens)
+    assert smollm.count_tokens(messages[1]["content"]) <= USER_BUDGET_TOKENS
+    assert messages[1]["content"].count(" -> ") >= 1  # even this busy vector leaves room for an example
+    prefix = smollm.render_tokens(SYSTEM)
+    uncached = len(smollm.render_tokens(messages)) - len(prefix)
+    assert uncached <= USER_BUDGET_TOKENS + 16  # plus the chat template around the user turn

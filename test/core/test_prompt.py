@@ -39,13 +39,14 @@ def _case(case_id: int, similarity: float) -> SimpleNamespace:
     return SimpleNamespace(case=case, similarity=similarity)
 
 
-def test_features_have_units_and_missing_ones_say_na():
+def test_features_are_one_compact_line_of_present_values_with_units():
     text = render_features(FEATURES)
-    assert "PERCLOS 0.22" in text and "blink rate 31/min" in text
-    assert "awake 17.0 h" in text and "driving 90 min" in text
-    assert "microsleeps 2" in text and "yawns" not in text  # zero counts are left out
-    present, missing = text.split("; n/a: ")
-    assert "head nods" in missing and "voice quality" in missing and "nan" not in text.lower()
+    assert text == "PERCLOS .22, blinks 31/min, microsleeps 2, awake 17h, driving 90min"
+    assert "yawns" not in text and "nods" not in text and "nan" not in text.lower()  # zero / missing: left out
+    assert "longest closure" not in render_features({"longest_eye_closure": 0.3})  # an ordinary blink
+    assert render_features({"longest_eye_closure": 1.4}) == "longest closure 1.4s"
+    assert render_features(FatigueFeatures(microsleep=True, eye_closure_ratio=0.4)).startswith("MICROSLEEP, ")
+    assert render_features({}) == "none available"
 
 
 def test_system_prompt_is_fixed_and_lists_every_action():
@@ -54,18 +55,24 @@ def test_system_prompt_is_fixed_and_lists_every_action():
     messages_a = build_messages(FEATURES, RULE, [])
     messages_b = build_messages(FatigueFeatures(eye_closure_ratio=0.5), RULE, [_case(1, 0.9)])
     assert messages_a[0] == messages_b[0] and messages_a[0]["role"] == "system"
-    assert messages_a[1]["role"] == "user" and "Rule level: WARNING" in messages_a[1]["content"]
+    assert messages_a[1]["role"] == "user" and "\nRule: WARNING audio_chime" in messages_a[1]["content"]
+    assert "'Now:'" in messages_a[0]["content"] and "'Cases:'" in messages_a[0]["content"]  # how to read it
+
+
+def test_case_examples_are_one_short_line():
+    text = build_messages(FEATURES, RULE, [_case(7, 0.9)])[1]["content"]
+    assert text.endswith("\nCases:\nPERCLOS .20, blinks 30/min -> WARNING suggest_break, eff .8")
 
 
 def test_examples_are_dropped_first_to_fit_the_token_budget():
     retrieved = [_case(i, 0.9 - i / 10) for i in range(3)]
     full = build_messages(FEATURES, RULE, retrieved, budget_tokens=10_000)[1]["content"]
-    assert all(f"case #{i}" in full for i in range(3))
+    assert full.count(" -> ") == 3
     no_cases = build_messages(FEATURES, RULE, [], budget_tokens=10_000)[1]["content"]
     one_example = len(build_messages(FEATURES, RULE, retrieved[:1], budget_tokens=10_000)[1]["content"])
-    budget = one_example // 4 + 5  # room for one example, not two
+    budget = one_example // 3 + 5  # room for one example, not two
     cut = build_messages(FEATURES, RULE, retrieved, budget_tokens=budget)[1]["content"]
-    assert "case #0" in cut and "case #2" not in cut
+    assert cut.count(" -> ") == 1 and cut.startswith(no_cases)
     tiny = build_messages(FEATURES, RULE, retrieved, budget_tokens=1)[1]["content"]
     assert tiny == no_cases  # the measurements themselves are never cut
 

@@ -34,6 +34,10 @@ from fatigue_llm.intervention.backends.base import (
 from fatigue_llm.intervention.models import ModelError, is_gguf
 
 EVAL_CHUNK = 64  # prompt tokens evaluated between deadline checks
+# A JSON string character: the generic rule also allows raw control characters (newlines, tabs),
+# which are invalid JSON and would let a small model spend its token budget on whitespace.
+_ANY_CHAR = 'char ::= [^"\\\\] |'
+_PRINTABLE_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
 def _chat_renderer(template: str, bos: str, eos: str):
@@ -166,6 +170,7 @@ class LlamaCppBackend(Backend):
         key = json.dumps(json_schema, sort_keys=True)
         if key not in self._grammars:
             gbnf = unit_interval_gbnf(json_schema_to_gbnf(json.dumps(json_schema)), json_schema)
+            gbnf = gbnf.replace(_ANY_CHAR, _PRINTABLE_CHAR)
             self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[key]
 
