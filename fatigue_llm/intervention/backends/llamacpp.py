@@ -71,9 +71,12 @@ class LlamaCppBackend(Backend):
         if not path.is_file() or not is_gguf(path):
             raise ModelError(f"GGUF model {path} does not exist or is not a GGUF file")
         try:
+            # use_mmap=False: llama.cpp repacks Q4_0/Q8_0 weights for the CPU's SIMD into its own
+            # buffer, so a memory-mapped file only kept a second copy resident. Measured on the
+            # TinyLlama Q4_0: peak RSS 1270 -> 758 MiB, prompt and decode speed unchanged.
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                n_batch=min(512, n_ctx), seed=seed, logits_all=logits_all, verbose=False,
+                n_batch=min(512, n_ctx), seed=seed, logits_all=logits_all, verbose=False, use_mmap=False,
             )
         except (ValueError, RuntimeError, OSError) as error:
             raise ModelError(f"llama.cpp could not load {path}: {error}") from None
