@@ -14,17 +14,10 @@ from fatigue_llm.intervention.node import InterventionNode
 from fatigue_llm.ros.convert import features_to_msg
 from fatigue_llm.ros.runner import autostart
 
-from .helpers import Graph, wait_for, wait_for_subscribers
+from .helpers import wait_for, wait_for_subscribers
 
 pytestmark = pytest.mark.slow
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-
-
-@pytest.fixture
-def graph():
-    graph = Graph()
-    yield graph
-    graph.close()
 
 
 def test_microsleep_alert_is_not_delayed_by_a_busy_llm(graph, tmp_path):

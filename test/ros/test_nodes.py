@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from builtin_interfaces.msg import Time
 from fatigue_msgs.msg import DriverEvent, DriverObservation, FatigueFeatures, Intervention
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -14,7 +13,7 @@ from fatigue_llm.features.node import FeatureProcessorNode
 from fatigue_llm.intervention.node import InterventionNode
 from fatigue_llm.ros.runner import autostart
 
-from .helpers import Graph, wait_for, wait_for_subscribers
+from .helpers import wait_for, wait_for_subscribers
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -35,13 +34,6 @@ def observation(t: float, closed: bool, events=()) -> DriverObservation:
     for name in ("ear_left", "ear_right", "ear_threshold", "mar", "head_pitch", "head_yaw", "head_roll"):
         setattr(msg, name, math.nan)
     return msg
-
-
-@pytest.fixture
-def graph():
-    graph = Graph()
-    yield graph
-    graph.close()
 
 
 def test_microsleep_observation_becomes_critical_intervention(graph):

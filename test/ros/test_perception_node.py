@@ -14,7 +14,7 @@ from fatigue_llm.perception.image import encode_bgr8
 from fatigue_llm.perception.node import PerceptionNode
 from fatigue_llm.ros.runner import autostart
 
-from .helpers import Graph, wait_for, wait_for_subscribers
+from .helpers import wait_for, wait_for_subscribers
 
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -45,13 +45,6 @@ def image_msg(frame: np.ndarray, t: float, encoding: str = "bgr8") -> Image:
     msg.encoding = encoding
     msg.data = data
     return msg
-
-
-@pytest.fixture
-def graph():
-    graph = Graph()
-    yield graph
-    graph.close()
 
 
 def test_image_topic_to_observations_and_bad_frames_are_skipped(graph, face_frames):
