@@ -9,20 +9,9 @@ from pathlib import Path
 from fatigue_llm.config import ConfigError
 from fatigue_llm.ros.environment import apply_local_dds_defaults
 from fatigue_llm.ros.launcher import Launcher
+from fatigue_llm.sim.driver_video import ensure_sample_video
 
-SAMPLE_VIDEO = Path("build/sample/driver_sample.mp4")
 LEVELS = ("INFO", "ADVISORY", "WARNING", "CRITICAL")
-
-
-def ensure_sample_video(path: Path = SAMPLE_VIDEO) -> Path:
-    """Generate the synthetic sample drive once (our own generator; never committed)."""
-    if not path.is_file():
-        from fatigue_llm.sim.driver_video import make_sample_video
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[demo] generating the sample driver video {path} ...", flush=True)
-        make_sample_video(path)
-    return path
 
 
 def video_duration_s(path: Path) -> float:
@@ -69,9 +58,10 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     video_path = Path(video) if video else ensure_sample_video()
+    arguments = {"video": str(video_path), "loop": "false"}
     duration = video_duration_s(video_path)
     apply_local_dds_defaults()
-    launcher = Launcher("vehicle", Path(params_file) if params_file else None, {"video": str(video_path)},
+    launcher = Launcher("vehicle", Path(params_file) if params_file else None, arguments,
                         out=NodeLogFilter(sys.stdout))
     received: list = []
     rclpy.init(args=[])

@@ -41,7 +41,8 @@ VEHICLE_NODES: tuple[NodeSpec, ...] = (
         executable="perception_node",
         module="fatigue_llm.perception.node",
         config="fatigue_llm.perception.config:PerceptionConfig",
-        argument_overrides={"video": "video_path", "image_topic": "image_topic", "vehicle_csv": "vehicle_csv"},
+        argument_overrides={"video": "video_path", "image_topic": "image_topic", "vehicle_csv": "vehicle_csv",
+                            "loop": "loop"},
     ),
     NodeSpec(
         name="feature_processor",
@@ -64,6 +65,7 @@ VEHICLE_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("image_topic", "", "sensor_msgs/Image topic of the driver camera (empty: the "
                    "parameter file's value)"),
     LaunchArgument("vehicle_csv", "", "CSV of vehicle signals to replay with the video (optional)"),
+    LaunchArgument("loop", "", "Restart the video at its end: true/false (empty: the parameter file's value)"),
     LaunchArgument("namespace", "", "Namespace for all nodes and their topics"),
 )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from fatigue_llm.config import ConfigError, load_config
+from fatigue_llm.config import ConfigError, load_config, read_parameter_file
 from fatigue_llm.nodeset import DEFAULT_PARAMS, LAUNCHES, NodeSpec, parameter_overrides
 from fatigue_llm.ros.environment import apply_local_dds_defaults, package_file
 
@@ -92,6 +92,7 @@ class Launcher:
     def start(self) -> None:
         """Validate parameters and inputs, then start every node. Raises ConfigError on bad input."""
         validate_parameters(self.specs, self.params_file)
+        self._default_to_sample_drive()
         video = self.arguments.get("video")
         if video and not Path(video).is_file():
             raise ConfigError(f"video file not found: {video}")
@@ -105,6 +106,24 @@ class Launcher:
             pump.start()
             self.nodes.append(RunningNode(spec, process, pump))
             self.log(f"started {spec.name} (pid {process.pid})")
+
+    def _default_to_sample_drive(self) -> None:
+        """With no camera input named anywhere, play the bundled sample drive in a loop.
+
+        This machine has no camera; on a vehicle name one with --image-topic (or use ros2 launch).
+        """
+        if any(self.arguments.get(name) for name in ("video", "image_topic")):
+            return
+        perception = read_parameter_file(self.params_file, "perception")
+        if any(perception.get(name) for name in ("video_path", "image_folder")) or \
+                perception.get("webcam_index", -1) >= 0:
+            return
+        from fatigue_llm.sim.driver_video import ensure_sample_video
+
+        video = ensure_sample_video()
+        self.arguments = {**self.arguments, "video": str(video), "loop": self.arguments.get("loop") or "true"}
+        self.log(f"no camera input given: playing the sample drive {video} in a loop "
+                 "(use --image-topic TOPIC or --video FILE for your own)")
 
     def log(self, text: str) -> None:
         with self._lock:

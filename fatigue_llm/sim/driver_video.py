@@ -548,6 +548,18 @@ def make_sample_video(path: str | Path, truth_csv: str | Path | None = None) -> 
     return render_video(sample_script(), path, truth_csv)
 
 
+SAMPLE_VIDEO = Path("build/sample/driver_sample.mp4")
+
+
+def ensure_sample_video(path: Path = SAMPLE_VIDEO) -> Path:
+    """The demo's sample drive, generated once by our own code (never committed)."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"generating the sample driver video {path} ...", flush=True)
+        make_sample_video(path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`fatigue-llm sample-video OUT.mp4 [--truth T.csv]`: write the demo driver video."""
     parser = argparse.ArgumentParser(prog="fatigue-llm sample-video",

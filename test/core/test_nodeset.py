@@ -52,3 +52,20 @@ def test_our_launcher_uses_the_same_nodes_and_overrides(tmp_path):
     assert command[:3] == [sys.executable, "-m", perception.module]
     assert "__node:=perception" in command and "__ns:=/car1" in command
     assert "video_path:=/tmp/v.mp4" in command
+
+
+def test_launcher_plays_the_sample_drive_only_when_no_camera_input_is_named(repo, tmp_path, monkeypatch):
+    from fatigue_llm.ros.launcher import Launcher
+
+    monkeypatch.chdir(tmp_path)  # the sample is generated under ./build/sample
+    params = repo / "config" / "vehicle.yaml"
+    named = Launcher("vehicle", params, {"image_topic": "/cam"})
+    named._default_to_sample_drive()
+    assert "video" not in named.arguments
+    bare = Launcher("vehicle", params, {})
+    bare._default_to_sample_drive()
+    video = tmp_path / bare.arguments["video"]
+    assert video.is_file() and video.stat().st_size > 100_000
+    assert bare.arguments["loop"] == "true"
+    overrides = parameter_overrides(VEHICLE_NODES[0], bare.arguments)
+    assert overrides["video_path"] == bare.arguments["video"] and overrides["loop"] == "true"
