@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--image-topic", default="", help="sensor_msgs/Image topic of the driver camera")
     launch.add_argument("--vehicle-csv", default="", help="CSV of vehicle signals to replay with the video")
     launch.add_argument("--namespace", default="", help="namespace for all nodes and topics")
+    launch.add_argument("--loop", default="", choices=["", "true", "false"], help="restart the video at its end")
     launch.add_argument("--duration", type=float, help="stop after this many seconds")
 
     echo = sub.add_parser("echo", help="print messages of a topic as YAML (like ros2 topic echo)")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             from fatigue_llm.ros.launcher import run_launch
 
             arguments = {"video": args.video, "image_topic": args.image_topic,
-                         "vehicle_csv": args.vehicle_csv, "namespace": args.namespace}
+                         "vehicle_csv": args.vehicle_csv, "namespace": args.namespace, "loop": args.loop}
             return run_launch(args.launch, args.params, arguments, args.duration)
         if args.command == "echo":
             from fatigue_llm.ros.echo import echo

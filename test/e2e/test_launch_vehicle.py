@@ -56,13 +56,15 @@ def start_launch(video: Path, *extra: str) -> tuple[subprocess.Popen, Collected]
 
 @pytest.fixture
 def params_file(repo, tmp_path) -> Path:
-    """config/vehicle.yaml with the case store and outbox in a temporary folder."""
+    """config/vehicle.yaml with the case store and outbox in a temporary folder, the video looping."""
     import yaml
 
     document = yaml.safe_load((repo / "config" / "vehicle.yaml").read_text())
     intervention = document["/**/intervention"]["ros__parameters"]
     intervention["case_store_path"] = str(tmp_path / "case_store")
     intervention["outbox_path"] = str(tmp_path / "outbox.sqlite3")
+    # a loaded CI machine must not turn this test of the data path into a test of the deadline
+    intervention["generation_deadline"] = 30.0
     path = tmp_path / "vehicle.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -78,7 +80,7 @@ def test_launch_delivers_critical_intervention_and_stops_cleanly(sample_video, p
     received: list[Intervention] = []
     node.create_subscription(Intervention, "/intervention", received.append,
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-    launch, log = start_launch(sample_video, "--params", str(params_file))
+    launch, log = start_launch(sample_video, "--params", str(params_file), "--loop", "true")
     try:
         echo = subprocess.Popen([FATIGUE_LLM, "echo", "/intervention", "--count", "1", "--timeout", "120"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
