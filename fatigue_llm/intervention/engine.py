@@ -41,6 +41,7 @@ from fatigue_llm.intervention.prompt import (
     build_messages,
     complete_truncated,
     parse_answer,
+    speaks_to_driver,
     system_prompt,
     trim_message,
     value_spans,
@@ -265,6 +266,9 @@ class InterventionEngine:
         message = answer.message
         if len(message) >= self.max_message_chars - 1:
             message = trim_message(message)
+        replaced = not speaks_to_driver(message)
+        if replaced:  # keep the model's level/action, say it in words the driver understands
+            message = ACTIONS[answer.action]
         token_conf = decision_confidence(generation)
         threshold = self.config.escalation_confidence
         verdict = triage(token_conf, retrieved, answer.level, answer.action, threshold)
@@ -277,6 +281,8 @@ class InterventionEngine:
             parts.escalator.submit(features, draft)
             escalated = True
         explanation = self._explain(features, rule, retrieved, token_conf, verdict, escalated)
+        if replaced:
+            explanation += ". model message echoed codes: catalogue text for its action used"
         return InterventionDecision(
             level=draft.level, action=draft.action, message=draft.message, source=draft.source,
             confidence=draft.confidence, escalated=escalated, explanation=explanation,

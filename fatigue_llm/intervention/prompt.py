@@ -225,19 +225,17 @@ def parse_answer(
     message = " ".join(message.split())
     if len(message) > max_message_chars:
         raise AnswerError(f"field 'message' is {len(message)} chars, limit {max_message_chars}")
-    if _is_code_echo(message):
-        raise AnswerError(f"field 'message' repeats codes instead of speaking to the driver: {message!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
         raise AnswerError(f"field 'confidence' must be a number in [0, 1], got {confidence!r}")
     return ParsedAnswer(level, action, message, float(confidence))
 
 
-def _is_code_echo(message: str) -> bool:
-    """A message made of level/action codes (small models sometimes copy the schema) says nothing."""
+def speaks_to_driver(message: str) -> bool:
+    """False for a message made of level/action codes (small models sometimes copy the schema)."""
     codes = {name.lower() for name in Level.__members__} | set(ACTIONS)
     words = [word.strip(".,:;!").lower() for word in message.split()]
-    return len(words) < 3 or any(word in codes and "_" in word for word in words) or \
-        all(word in codes for word in words)
+    echoes = any(word in codes and "_" in word for word in words) or all(word in codes for word in words)
+    return len(words) >= 3 and not echoes
 
 
 def value_spans(text: str, names: Sequence[str] = ("level", "action")) -> list[tuple[int, int]]:
