@@ -34,6 +34,7 @@ class PerceptionNode(LifecycleNode):
         self.bad_frames = 0
         self.frames = 0
         self._pipeline: PerceptionPipeline | None = None
+        self._pipeline_lock = threading.Lock()  # frames arrive on executor threads and the player
         self._vehicle: list[VehicleSample] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -109,9 +110,10 @@ class PerceptionNode(LifecycleNode):
             self._image_sub = None
 
     def _close_pipeline(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.close()
-            self._pipeline = None
+        with self._pipeline_lock:  # never close MediaPipe under a frame being processed
+            if self._pipeline is not None:
+                self._pipeline.close()
+                self._pipeline = None
 
     # --- inputs ----------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
@@ -167,16 +169,17 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"end of vehicle CSV after {len(self._vehicle)} samples")
 
     def _process(self, frame, stamp_s: float, frame_id: str) -> None:
-        if self._pipeline is None:
-            return
-        try:
-            observation = self._pipeline.process(frame, stamp_s)
-        except FrameError as error:
-            self._count_bad(str(error))
-            return
-        except Exception as error:  # noqa: BLE001 - a node never dies on one frame
-            self._count_bad(f"unexpected error processing a frame: {error!r}")
-            return
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                return
+            try:
+                observation = self._pipeline.process(frame, stamp_s)
+            except FrameError as error:
+                self._count_bad(str(error))
+                return
+            except Exception as error:  # noqa: BLE001 - a node never dies on one frame
+                self._count_bad(f"unexpected error processing a frame: {error!r}")
+                return
         self.frames += 1
         self._obs_pub.publish(observation_to_msg(observation, frame_id))
 

@@ -50,10 +50,10 @@ class Graph:
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=2.0)
+        self.executor.shutdown(timeout_sec=10.0)  # waits for callbacks still running
         for node in self.nodes:
             self.executor.remove_node(node)
             node.destroy_node()
-        self.executor.shutdown()
         rclpy.try_shutdown(context=self.context)
 
 
