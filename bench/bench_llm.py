@@ -184,13 +184,19 @@ def measure_paths(config: dict) -> dict:
     }
 
 
+def _engine_config(config: dict):
+    """The engine settings every engine benchmark uses: no deadline cut-offs, room for long prompts."""
+    from fatigue_llm.intervention.config import InterventionConfig
+
+    return InterventionConfig(model_path=config["model"], n_threads=config["threads"],
+                              max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+
+
 def measure_engine(config: dict) -> dict:
     """End-to-end InterventionEngine.advise latency (retrieval + prompt + generation + triage)."""
-    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
-    engine_config = InterventionConfig(model_path=config["model"], n_threads=config["threads"],
-                                       max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+    engine_config = _engine_config(config)
     latencies, sources = [], []
     with tempfile.TemporaryDirectory() as state:
         engine = InterventionEngine(engine_config, state_dir=Path(state))
@@ -204,10 +210,9 @@ def measure_engine(config: dict) -> dict:
                 latencies.append(decision.latency_ms)
                 sources.append(decision.source)
         engine.close()
-    latencies.sort()
+    spread = _percentiles(latencies)
     return {
-        "load_s": load_s, "requests": len(latencies), "p50_ms": statistics.median(latencies),
-        "p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        "load_s": load_s, "requests": len(latencies), "p50_ms": spread["p50"], "p95_ms": spread["p95"],
         "llm_answers": sources.count("local_llm"), "rule_fallbacks": sources.count("rule"),
         "peak_rss_mib": _peak_rss_mib(),
     }
@@ -223,11 +228,9 @@ def measure_latency(config: dict) -> dict:
     """engine.advise latency with its per-request split, then plain llama.cpp on the same messages."""
     import llama_cpp
 
-    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
-    engine_config = InterventionConfig(model_path=config["model"], n_threads=config["threads"],
-                                       max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+    engine_config = _engine_config(config)
     requests, sent = [], []
     with tempfile.TemporaryDirectory() as state:
         engine = InterventionEngine(engine_config, state_dir=Path(state))

@@ -103,28 +103,28 @@ def test_deadline_exceeded_falls_back_to_the_rule(tmp_path):
     assert decision.level == rule.level and "timeout" in decision.explanation
 
 
+def advise_with_answer(state_dir, text: str):
+    """One advise() on TIRED features with a backend that answers ``text``."""
+    engine = InterventionEngine(CONFIG, backend=FakeBackend(text), state_dir=state_dir)
+    engine.load()
+    try:
+        return engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize("text, reason", [
     ('{"level": "INFO", "action": "none", "confidence": 0.9, "message": "Fine."}', "below the rule level"),
     ("I think you are tired", "not valid JSON"),
 ])
 def test_invalid_answers_fall_back_to_the_rule(tmp_path, text, reason):
-    engine = InterventionEngine(CONFIG, backend=FakeBackend(text), state_dir=tmp_path)
-    engine.load()
-    try:
-        decision = engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
-    finally:
-        engine.close()
+    decision = advise_with_answer(tmp_path, text)
     assert decision.source == Source.RULE and reason in decision.explanation
 
 
 def test_confidence_comes_from_the_decision_tokens(tmp_path):
     text = '{"level": "WARNING", "action": "suggest_break", "confidence": 0.9, "message": "Take a break."}'
-    engine = InterventionEngine(CONFIG, backend=FakeBackend(text), state_dir=tmp_path)
-    engine.load()
-    try:
-        decision = engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
-    finally:
-        engine.close()
+    decision = advise_with_answer(tmp_path, text)
     assert decision.source == Source.LOCAL_LLM and decision.action == "suggest_break"
     assert "decision tokens 0.90" in decision.explanation  # exp(-0.1), not the self-reported 0.9
 
