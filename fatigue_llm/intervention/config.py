@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fatigue_llm.config import ConfigError
+from fatigue_llm.intervention.types import MAX_MESSAGE_CHARS
+
+MIN_ANSWER_TOKENS = 32  # the JSON answer's format and values with room for a few words
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class InterventionConfig:
     lora_path: str = ""                 # transformers only: a peft adapter folder
     n_threads: int = 2
     n_ctx: int = 1024
-    max_new_tokens: int = 64
+    max_new_tokens: int = 64            # the whole JSON answer, forced format tokens included
+    max_message_chars: int = 100        # the message: one or two short sentences (spoken in ~6 s)
     temperature: float = 0.0
     generation_deadline: float = 8.0    # s; past it the rule-based message stands
     prefix_tokens: int = 4              # virtual tokens of the feature prefix embedding
@@ -62,6 +66,12 @@ class InterventionConfig:
             raise ConfigError(f"parameter 'quantization' is not supported: {self.quantization!r}")
         if not 0.0 <= self.escalation_confidence <= 1.0:
             raise ConfigError(f"parameter 'escalation_confidence' must be in [0, 1], got {self.escalation_confidence}")
+        if not 20 <= self.max_message_chars <= MAX_MESSAGE_CHARS:
+            raise ConfigError(f"parameter 'max_message_chars' must be in [20, {MAX_MESSAGE_CHARS}], "
+                              f"got {self.max_message_chars}")
+        if self.max_new_tokens < MIN_ANSWER_TOKENS:
+            raise ConfigError(f"parameter 'max_new_tokens' must be >= {MIN_ANSWER_TOKENS} (the JSON format "
+                              f"alone takes ~25 tokens), got {self.max_new_tokens}")
         for name in ("cooldown", "critical_cooldown", "generation_deadline", "cloud_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")

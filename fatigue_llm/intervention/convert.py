@@ -34,7 +34,7 @@ LLAMA_FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
 VERIFY_PROMPTS = (
     "The driver has been awake for eighteen hours and the eyes close more and more often.",
     "Please take a break at the next rest area. Fresh air helps only for a short time.",
-    '{"level": "WARNING", "action": "audio_chime", "confidence": 0.8, "message": "Your eyes close often."}',
+    '{"level": "WARNING", "action": "audio_chime", "message": "Your eyes close often."}',
     "PERCLOS 0.22, blink rate 31/min, awake 17.0 h, driving 90 min",
 )
 LAYER_MAP = {

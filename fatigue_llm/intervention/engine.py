@@ -52,9 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("models")
 SEED_CSV = Path(__file__).parent / "data" / "seed_cases.csv"
-# Llama tokens of {"level": "WARNING", "action": "alert_audio_haptic", "confidence": 0.85, "message": ""}
-JSON_OVERHEAD_TOKENS = 34
-CHARS_PER_TOKEN = 3.0      # conservative for short English sentences
 PROMPT_MARGIN_TOKENS = 16
 NEW_CASE_EFFECTIVENESS = 0.5  # prior of a new case until its effect is measured
 LABELS = {name: label for name, label, _, _ in FEATURE_FORMAT}
@@ -64,17 +61,15 @@ class EngineError(RuntimeError):
     """The engine is not loaded or was closed."""
 
 
-def message_budget(max_new_tokens: int) -> int:
-    """Characters a message may have so the whole JSON answer fits in ``max_new_tokens``."""
-    return int(min(160, max(40, (max_new_tokens - JSON_OVERHEAD_TOKENS) * CHARS_PER_TOKEN)))
-
-
 def decision_confidence(generation: Generation) -> float:
     """Model confidence from the log-probabilities of the tokens spelling the level and action values
-    (the decision itself; format tokens forced by the grammar carry no information). Falls back to
-    all generated tokens when the values cannot be located."""
+    (the decision itself; format tokens forced by the grammar carry no information). Template
+    decoding reports exactly the tokens where the model chose; otherwise the tokens inside the
+    values are located in the text, and all generated tokens are used when that fails."""
     from fatigue_llm.intervention.triage import token_confidence
 
+    if generation.choice_logprobs:
+        return token_confidence(list(generation.choice_logprobs))
     spans = value_spans(generation.text)
     chosen, offset = [], 0
     for piece, logprob in zip(generation.token_pieces, generation.token_logprobs, strict=False):
@@ -104,7 +99,7 @@ class InterventionEngine:
         self._injected = (backend, store, escalator)
         self._parts: _Parts | None = None
         self._lock = threading.Lock()
-        self.max_message_chars = message_budget(config.max_new_tokens)
+        self.max_message_chars = config.max_message_chars
         self.system = system_prompt(self.max_message_chars)
         self.prefix_tokens_cached = 0
 
@@ -264,8 +259,8 @@ class InterventionEngine:
         from fatigue_llm.intervention.triage import triage
 
         message = answer.message
-        if len(message) >= self.max_message_chars - 1:
-            message = trim_message(message)
+        if generation.finish_reason == "length" or len(message) >= self.max_message_chars - 1:
+            message = trim_message(message)  # cut by a budget: end it at a sentence or word
         replaced = not speaks_to_driver(message)
         if replaced:  # keep the model's level/action, say it in words the driver understands
             message = ACTIONS[answer.action]

@@ -12,7 +12,10 @@ every request and so kept within ``USER_BUDGET_TOKENS``::
 
 The answer is one JSON object, checked by ``parse_answer``::
 
-    {"level": "WARNING", "action": "audio_chime", "confidence": 0.8, "message": "..."}
+    {"level": "WARNING", "action": "audio_chime", "message": "..."}
+
+The model states no confidence of its own: the engine derives it from the log-probabilities of the
+tokens where the model chose its level and action (see ``triage``).
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fatigue_llm.features.types import FatigueFeatures
-from fatigue_llm.intervention.types import ACTIONS, MAX_MESSAGE_CHARS, InterventionDecision, Level
+from fatigue_llm.intervention.types import (
+    ACTIONS,
+    LEVEL_ACTION_CHOICES,
+    MAX_MESSAGE_CHARS,
+    InterventionDecision,
+    Level,
+)
 
 # The message comes last: an answer cut by the token budget loses only the end of its message,
 # which ``complete_truncated`` closes at a word boundary.
-ANSWER_FIELDS = ("level", "action", "confidence", "message")
+ANSWER_FIELDS = ("level", "action", "message")
 
 ACTION_HINTS: dict[str, str] = {
     "none": "no sign of fatigue, say nothing",
@@ -78,26 +87,27 @@ class ParsedAnswer:
     level: Level
     action: str
     message: str
-    confidence: float
 
 
 def system_prompt(max_message_chars: int = MAX_MESSAGE_CHARS) -> str:
     """The fixed system message. Identical for every request of one engine (cacheable)."""
     actions = "\n".join(f'- {name}: {ACTION_HINTS[name]}, e.g. "{ACTIONS[name]}"' for name in ACTIONS)
+    fitting = "; ".join(f"{level.name} {' or '.join(names)}" for level, names in LEVEL_ACTION_CHOICES.items())
     return (
         "You are the fatigue assistant of a driver-monitoring system in a car. From the driver's "
         "fatigue measurements choose one intervention and write one short message spoken to the driver.\n"
         "Levels: INFO (no fatigue), ADVISORY (early signs), WARNING (clear fatigue), CRITICAL (eyes "
         "closing or microsleep: immediate danger). Never answer a level below the rule level.\n"
         f"Actions:\n{actions}\n"
+        f"Actions per level: {fitting}.\n"
         "The user message gives: 'Now:' the current measurements (only those available; PERCLOS is the "
         "fraction of time the eyes are closed, above 0.15 is fatigue, above 0.30 danger; MICROSLEEP "
         "means the eyes just closed for a second or more); 'Rule:' the level and action of the safety "
         "rules; 'Cases:', when given, similar past cases, most similar first, as "
         "'measurements -> level action, eff E', E being how well it worked (0 to 1).\n"
-        "Answer with one JSON object only, confidence being how sure you are (0 to 1) and the message "
-        f"one or two calm sentences to the driver, at most {max_message_chars} characters:\n"
-        '{"level": "<LEVEL>", "action": "<action>", "confidence": <number>, "message": "<text>"}'
+        "Answer with one JSON object only, the message being one or two calm sentences to the driver, "
+        f"at most {max_message_chars} characters:\n"
+        '{"level": "<LEVEL>", "action": "<action>", "message": "<text>"}'
     )
 
 
@@ -181,20 +191,22 @@ def build_messages(
 
 
 def answer_schema(min_level: Level = Level.INFO, max_message_chars: int = MAX_MESSAGE_CHARS) -> dict:
-    """JSON schema of the answer; levels below ``min_level`` (the rule level) are not allowed, nor is
-    the action "none" once the rule level is ADVISORY or higher."""
-    actions = [name for name in ACTIONS if not (name == "none" and min_level >= Level.ADVISORY)]
-    return {
-        "type": "object",
-        "properties": {
-            "level": {"type": "string", "enum": [lv.name for lv in Level if lv >= min_level]},
-            "action": {"type": "string", "enum": actions},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "message": {"type": "string", "minLength": 1, "maxLength": int(max_message_chars)},
-        },
-        "required": list(ANSWER_FIELDS),
-        "additionalProperties": False,
-    }
+    """JSON schema of the answer: one flat object schema per level from ``min_level`` (the rule
+    level) up, each allowing that level's actions (``LEVEL_ACTION_CHOICES``), combined with anyOf."""
+    branches = [
+        {
+            "type": "object",
+            "properties": {
+                "level": {"type": "string", "enum": [level.name]},
+                "action": {"type": "string", "enum": list(LEVEL_ACTION_CHOICES[level])},
+                "message": {"type": "string", "minLength": 1, "maxLength": int(max_message_chars)},
+            },
+            "required": list(ANSWER_FIELDS),
+            "additionalProperties": False,
+        }
+        for level in Level if level >= min_level
+    ]
+    return {"anyOf": branches}
 
 
 def parse_answer(
@@ -212,22 +224,21 @@ def parse_answer(
     unknown = sorted(set(data) - set(ANSWER_FIELDS))
     if missing or unknown:
         raise AnswerError(f"answer fields: missing {missing}, unknown {unknown}")
-    level_name, action, confidence, message = (data[name] for name in ANSWER_FIELDS)
+    level_name, action, message = (data[name] for name in ANSWER_FIELDS)
     if level_name not in Level.__members__:
         raise AnswerError(f"field 'level' must be one of {list(Level.__members__)}, got {level_name!r}")
     level = Level[level_name]
     if level < min_level:
         raise AnswerError(f"field 'level' {level.name} is below the rule level {Level(min_level).name}")
-    if action not in ACTIONS:
-        raise AnswerError(f"field 'action' must be one of {list(ACTIONS)}, got {action!r}")
+    if action not in LEVEL_ACTION_CHOICES[level]:
+        raise AnswerError(f"field 'action' at level {level.name} must be one of "
+                          f"{list(LEVEL_ACTION_CHOICES[level])}, got {action!r}")
     if not isinstance(message, str) or not message.strip():
         raise AnswerError("field 'message' must be a non-empty string")
     message = " ".join(message.split())
     if len(message) > max_message_chars:
         raise AnswerError(f"field 'message' is {len(message)} chars, limit {max_message_chars}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
-        raise AnswerError(f"field 'confidence' must be a number in [0, 1], got {confidence!r}")
-    return ParsedAnswer(level, action, message, float(confidence))
+    return ParsedAnswer(level, action, message)
 
 
 def speaks_to_driver(message: str) -> bool:

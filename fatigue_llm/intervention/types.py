@@ -34,6 +34,16 @@ ACTIONS: dict[str, str] = {
 
 MAX_MESSAGE_CHARS = 160
 
+# The actions a model answer may pair with each level: what the level calls for, nothing milder
+# than its alarm (a CRITICAL state gets the alarm or a stop, never a dashboard notice) and nothing
+# louder than needed (no seat vibration for early signs).
+LEVEL_ACTION_CHOICES: dict[Level, tuple[str, ...]] = {
+    Level.INFO: ("none", "dashboard_notice"),
+    Level.ADVISORY: ("dashboard_notice", "suggest_break", "ventilation"),
+    Level.WARNING: ("suggest_break", "audio_chime"),
+    Level.CRITICAL: ("alert_audio_haptic", "pull_over"),
+}
+
 
 def new_id() -> str:
     return uuid.uuid4().hex

@@ -54,15 +54,62 @@ def test_embedded_model_is_found_in_site_packages():
     assert resolve_model("").path == path
 
 
-def test_llamacpp_answer_is_valid_json_in_the_schema(smollm):
+def _allowed_pairs(schema: dict) -> set[tuple[str, str]]:
+    return {(branch["properties"]["level"]["enum"][0], action)
+            for branch in schema["anyOf"] for action in branch["properties"]["action"]["enum"]}
+
+
+@pytest.mark.parametrize("template_decoding", [True, False], ids=["template", "grammar"])
+def test_llamacpp_answer_is_valid_json_in_the_schema(smollm, template_decoding):
     schema = answer_schema(Level.WARNING, 100)
-    generation = smollm.generate(_messages(0), 64, 600.0, json_schema=schema)
+    smollm.template_decoding = template_decoding
+    try:
+        generation = smollm.generate(_messages(0), 64, 600.0, json_schema=schema)
+    finally:
+        smollm.template_decoding = True
     answer = parse_answer(generation.text, min_level=Level.WARNING, max_message_chars=100)
-    assert answer.level >= Level.WARNING and answer.action in schema["properties"]["action"]["enum"]
-    assert regex.fullmatch(schema_regex(schema), generation.text)  # the grammar was respected throughout
+    assert (answer.level.name, answer.action) in _allowed_pairs(schema)
+    assert regex.fullmatch(schema_regex(schema), generation.text)  # the constraint held throughout
     assert len(generation.token_logprobs) == len(generation.tokens) == len(generation.token_pieces) > 5
     assert all(lp <= 1e-6 for lp in generation.token_logprobs)
-    assert generation.finish_reason == "stop" and 0 < generation.ttft_s <= generation.total_s
+    assert 0 < generation.ttft_s <= generation.total_s
+
+
+def test_template_decoding_batches_the_forced_tokens(smollm):
+    schema = answer_schema(Level.WARNING, 100)
+    messages = _messages(1)
+    generation = smollm.generate(messages, 64, 600.0, json_schema=schema)
+    # every chosen token is listed once, forced format tokens are not: fewer passes than answer tokens
+    assert generation.choice_logprobs and all(lp <= 1e-6 for lp in generation.choice_logprobs)
+    assert generation.forward_passes < generation.answer_tokens
+    assert len(generation.tokens) < generation.answer_tokens
+    # the model saw the canonical tokens of prompt + answer text up to its message
+    head = generation.text[: generation.text.index('"message": "') + len('"message": "')]
+    held = smollm.llm.input_ids[: smollm.llm.n_tokens].tolist()
+    canonical = smollm._tokenize_prompt(smollm._render(messages) + head)
+    assert held[: len(canonical) - 1] == canonical[:-1]
+
+
+def test_template_decoding_keeps_the_message_budget_and_samples_reproducibly(smollm):
+    schema = answer_schema(Level.ADVISORY, 24)
+    short = smollm.generate(_messages(0), 64, 600.0, json_schema=schema)
+    message = parse_answer(short.text, min_level=Level.ADVISORY, max_message_chars=24).message
+    assert 0 < len(message) <= 24
+    few_tokens = smollm.generate(_messages(0), 24, 600.0, json_schema=answer_schema(Level.WARNING, 100))
+    assert few_tokens.finish_reason == "length" and few_tokens.answer_tokens == 24
+    assert parse_answer(few_tokens.text, min_level=Level.WARNING).message  # closed JSON even when cut
+    sampling = LlamaCppBackend(embedded_model_path(), n_threads=2, n_ctx=1024, temperature=0.8, seed=3)
+    try:
+        texts = [sampling.generate(_messages(0), 48, 600.0, json_schema=schema).text for _ in range(2)]
+    finally:
+        sampling.close()
+    for text in texts:
+        parse_answer(text, min_level=Level.ADVISORY, max_message_chars=24)
+
+
+def test_template_decoding_deadline_gives_the_partial_answer(smollm):
+    with pytest.raises(GenerationTimeout):
+        smollm.generate(_messages(0), 64, 0.0, json_schema=answer_schema(Level.WARNING, 100))
 
 
 def test_llamacpp_reuses_the_cached_prefix(smollm):

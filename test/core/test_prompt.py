@@ -10,7 +10,7 @@ import pytest
 import regex
 
 from fatigue_llm.features.types import FatigueFeatures
-from fatigue_llm.intervention.backends.base import schema_regex, unit_interval_gbnf
+from fatigue_llm.intervention.backends.base import schema_regex
 from fatigue_llm.intervention.prompt import (
     AnswerError,
     answer_schema,
@@ -22,14 +22,13 @@ from fatigue_llm.intervention.prompt import (
     trim_message,
     value_spans,
 )
-from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source
+from fatigue_llm.intervention.types import ACTIONS, LEVEL_ACTION_CHOICES, InterventionDecision, Level, Source
 
 FEATURES = FatigueFeatures(timestamp_s=10.0, eye_closure_ratio=0.22, blink_frequency=31.0, time_awake=17.0,
                            time_driving=5400.0, yawn_count=0, microsleep_count=2)
 RULE = InterventionDecision(level=Level.WARNING, action="audio_chime", message=ACTIONS["audio_chime"],
                             source=Source.RULE, confidence=1.0, explanation="rule: PERCLOS 0.22 >= 0.15")
-GOOD = {"level": "WARNING", "action": "audio_chime", "confidence": 0.7,
-        "message": "Please take a break soon."}
+GOOD = {"level": "WARNING", "action": "audio_chime", "message": "Please take a break soon."}
 
 
 def _case(case_id: int, similarity: float) -> SimpleNamespace:
@@ -77,18 +76,21 @@ def test_examples_are_dropped_first_to_fit_the_token_budget():
     assert tiny == no_cases  # the measurements themselves are never cut
 
 
-def test_schema_never_allows_a_level_below_the_rule():
-    schema = answer_schema(Level.WARNING, 120)
-    assert schema["properties"]["level"]["enum"] == ["WARNING", "CRITICAL"]
-    assert "none" not in schema["properties"]["action"]["enum"]
-    assert "none" in answer_schema(Level.INFO)["properties"]["action"]["enum"]
-    assert schema["properties"]["message"]["maxLength"] == 120
-    assert list(schema["properties"]) == ["level", "action", "confidence", "message"]
+def test_schema_never_allows_a_level_below_the_rule_nor_an_action_unfit_for_the_level():
+    branches = answer_schema(Level.WARNING, 120)["anyOf"]
+    assert [branch["properties"]["level"]["enum"] for branch in branches] == [["WARNING"], ["CRITICAL"]]
+    for branch in branches:
+        level = Level[branch["properties"]["level"]["enum"][0]]
+        assert branch["properties"]["action"]["enum"] == list(LEVEL_ACTION_CHOICES[level])
+        assert branch["properties"]["message"]["maxLength"] == 120
+        assert list(branch["properties"]) == ["level", "action", "message"]
+    assert "none" in answer_schema(Level.INFO)["anyOf"][0]["properties"]["action"]["enum"]
+    assert not any("none" in choices for level, choices in LEVEL_ACTION_CHOICES.items() if level >= Level.ADVISORY)
 
 
 def test_parse_valid_answer():
     answer = parse_answer(json.dumps(GOOD), min_level=Level.ADVISORY)
-    assert (answer.level, answer.action, answer.confidence) == (Level.WARNING, "audio_chime", 0.7)
+    assert (answer.level, answer.action) == (Level.WARNING, "audio_chime")
     assert answer.message == "Please take a break soon."
 
 
@@ -96,10 +98,10 @@ def test_parse_valid_answer():
     ({"level": "SEVERE"}, "field 'level'"),
     ({"level": "INFO"}, "below the rule level"),
     ({"action": "honk"}, "field 'action'"),
+    ({"action": "pull_over"}, "field 'action' at level WARNING"),
     ({"message": "  "}, "field 'message'"),
     ({"message": "x" * 200}, "200 chars"),
-    ({"confidence": 1.5}, "field 'confidence'"),
-    ({"confidence": True}, "field 'confidence'"),
+    ({"confidence": 0.9}, "unknown ['confidence']"),
     ({"extra": 1}, "unknown ['extra']"),
 ])
 def test_parse_rejects_invalid_fields(change, expected):
@@ -117,7 +119,7 @@ def test_parse_rejects_non_json_and_missing_fields():
 
 
 def test_truncated_answers_are_closed_at_a_word_boundary():
-    cut = '{"level": "WARNING", "action": "audio_chime", "confidence": 0.8, "message": "Your eyes close. Plea'
+    cut = '{"level": "WARNING", "action": "audio_chime", "message": "Your eyes close. Plea'
     assert parse_answer(complete_truncated(cut)).message == "Your eyes close."
     missing_brace = json.dumps(GOOD)[:-1] + "\n"
     assert parse_answer(complete_truncated(missing_brace)).message == GOOD["message"]
@@ -131,18 +133,9 @@ def test_schema_regex_matches_answers_and_their_prefixes():
     assert pattern.fullmatch(json.dumps(GOOD))
     assert pattern.fullmatch('{"level": "WAR', partial=True)
     assert not pattern.fullmatch('{"level": "INFO"', partial=True)  # below the rule level
-    assert not pattern.fullmatch(json.dumps({**GOOD, "confidence": 3}))
+    assert not pattern.fullmatch(json.dumps({**GOOD, "action": "pull_over"}))  # not at WARNING
+    assert pattern.fullmatch(json.dumps({**GOOD, "level": "CRITICAL", "action": "pull_over"}))
     assert not pattern.fullmatch(json.dumps({**GOOD, "message": "x" * 61}))
-
-
-def test_unit_interval_grammar_replaces_the_generic_number():
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    schema = answer_schema()
-    gbnf = unit_interval_gbnf(json_schema_to_gbnf(json.dumps(schema)), schema)
-    rule = next(line for line in gbnf.splitlines() if line.startswith("confidence-kv ::="))
-    assert rule.endswith("unit-number")
-    assert "unit-number ::=" in gbnf
 
 
 def test_value_spans_locate_level_and_action():

@@ -52,6 +52,12 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     finish_reason: str = "stop"  # stop | length
+    # Template decoding (see structured.py): log-probabilities of the tokens where the model chose
+    # between allowed enum values; the answer's tokens in the context, forced ones included; and
+    # the forward passes run. Empty / 0 for token-by-token generation.
+    choice_logprobs: tuple[float, ...] = ()
+    answer_tokens: int = 0
+    forward_passes: int = 0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -163,8 +169,11 @@ def schema_regex(schema: dict) -> str:
     """A regular expression matching the JSON texts of a flat object schema, properties in order.
 
     Supported: string enums, strings with min/maxLength (no escapes), numbers (``minimum: 0,
-    maximum: 1`` gives 0..1 with up to 3 decimals) and integers. Raises ValueError otherwise.
+    maximum: 1`` gives 0..1 with up to 3 decimals) and integers; ``anyOf`` of such object schemas.
+    Raises ValueError otherwise.
     """
+    if "anyOf" in schema:
+        return "(?:" + "|".join(schema_regex(branch) for branch in schema["anyOf"]) + ")"
     if schema.get("type") != "object":
         raise ValueError("only object schemas are supported")
     ws = r"[ \n]?"
@@ -173,22 +182,3 @@ def schema_regex(schema: dict) -> str:
         for name, spec in schema["properties"].items()
     ]
     return r"\{" + ("," ).join(parts) + ws + r"\}"
-
-
-def unit_interval_gbnf(gbnf: str, schema: dict) -> str:
-    """Tighten a llama.cpp grammar made from ``schema``: numbers with minimum 0 / maximum 1 become
-    0..1 with at most 3 decimals (the generic JSON number rule accepts any magnitude)."""
-    names = [
-        name for name, spec in schema.get("properties", {}).items()
-        if spec.get("type") == "number" and spec.get("minimum") == 0 and spec.get("maximum") == 1
-    ]
-    if not names:
-        return gbnf
-    lines = []
-    for line in gbnf.splitlines():
-        for name in names:
-            if line.startswith(f"{name}-kv ::=") and line.endswith(" number"):
-                line = line[: -len("number")] + "unit-number"
-        lines.append(line)
-    lines.append('unit-number ::= ("0" ("." [0-9] ([0-9] [0-9]?)?)? | "1" ("." "0" ("0" "0"?)?)?) space')
-    return "\n".join(lines)

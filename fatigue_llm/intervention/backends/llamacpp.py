@@ -1,8 +1,12 @@
 """llama.cpp backend (llama-cpp-python): GGUF models on the CPU.
 
 - the model's own chat template (``tokenizer.chat_template`` in the GGUF), rendered with Jinja2;
-- a JSON-schema grammar (``LlamaGrammar.from_json_schema``) so the answer is always well-formed;
-- the model's log-probability of every chosen token, from the raw logits (before the grammar);
+- answers to flat JSON schemas (string enums and strings, the intervention answer) by template
+  decoding (``structured.py``): the JSON text between values is evaluated in batches and only the
+  model's choices and free text are decoded, token by token; any other schema goes through a
+  llama.cpp JSON-schema grammar (``LlamaGrammar.from_json_schema``). Either way the answer is
+  well-formed;
+- the model's log-probability of every chosen token, from the raw logits (before any constraint);
 - KV reuse of the fixed prompt prefix: ``cache_prefix`` evaluates the system prompt once and saves
   the context state. A request first reuses whatever leading tokens the context already holds
   (llama.cpp keeps the previous prompt), and when that is less than the fixed prefix (another
@@ -11,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -29,7 +34,12 @@ from fatigue_llm.intervention.backends.base import (
     common_prefix_len,
     fixed_prefix_tokens,
     log_softmax_at,
-    unit_interval_gbnf,
+)
+from fatigue_llm.intervention.backends.structured import (
+    StructuredDecoder,
+    greedy_picker,
+    sampling_picker,
+    template_fields,
 )
 from fatigue_llm.intervention.models import ModelError, is_gguf
 
@@ -63,8 +73,11 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
 
     def __init__(self, model_path: str | Path, n_threads: int = 2, n_ctx: int = 1024,
-                 temperature: float = 0.0, seed: int = 0, logits_all: bool = False) -> None:
-        """Load ``model_path``. Raises ModelError when the file is missing, not a GGUF or unloadable."""
+                 temperature: float = 0.0, seed: int = 0, logits_all: bool = False,
+                 template_decoding: bool = True) -> None:
+        """Load ``model_path``. Raises ModelError when the file is missing, not a GGUF or unloadable.
+
+        ``template_decoding=False`` sends every schema through the grammar sampler (benchmarks)."""
         import llama_cpp
 
         path = Path(model_path)
@@ -89,6 +102,8 @@ class LlamaCppBackend(Backend):
         self._prefix_tokens: list[int] = []
         self._prefix_state = None
         self._grammars: dict[str, object] = {}
+        self._decoder: StructuredDecoder | None = None
+        self.template_decoding = template_decoding
         self.state_restores = 0
 
     # --- prompt ------------------------------------------------------------------------------------
@@ -107,7 +122,9 @@ class LlamaCppBackend(Backend):
 
     def render_tokens(self, messages: Sequence[Message]) -> list[int]:
         """Prompt tokens of ``messages`` with the chat template and the generation prompt."""
-        text = self._render(messages)
+        return self._tokenize_prompt(self._render(messages))
+
+    def _tokenize_prompt(self, text: str) -> list[int]:
         add_bos = bool(self.llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
@@ -122,6 +139,8 @@ class LlamaCppBackend(Backend):
             self._eval(tokens, Deadline(float("inf")))
             self._prefix_tokens = tokens
             self._prefix_state = self._save_state()
+            if self.template_decoding:
+                self._structured_decoder()  # at load time rather than on the first request
             return len(tokens)
 
     def _save_state(self) -> bytes:
@@ -172,7 +191,7 @@ class LlamaCppBackend(Backend):
 
         key = json.dumps(json_schema, sort_keys=True)
         if key not in self._grammars:
-            gbnf = unit_interval_gbnf(json_schema_to_gbnf(json.dumps(json_schema)), json_schema)
+            gbnf = json_schema_to_gbnf(json.dumps(json_schema))
             gbnf = gbnf.replace(_ANY_CHAR, _PRINTABLE_CHAR)
             self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[key]
@@ -208,10 +227,14 @@ class LlamaCppBackend(Backend):
             raise BackendError("the llama.cpp backend does not take a soft prompt")
         with self._lock:
             deadline = Deadline(deadline_s)
-            tokens = self.render_tokens(messages)
+            prompt_text = self._render(messages)
+            tokens = self._tokenize_prompt(prompt_text)
             if len(tokens) + max_new_tokens > self.llm.n_ctx():
                 raise BackendError(f"prompt of {len(tokens)} tokens + {max_new_tokens} new does not fit "
                                    f"n_ctx={self.llm.n_ctx()}")
+            branches = template_fields(json_schema) if self.template_decoding else None
+            if branches is not None:
+                return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline)
             sampler = self._sampler(json_schema)
             cached = self._reuse(tokens)
             self.llm.n_tokens = cached
@@ -239,6 +262,40 @@ class LlamaCppBackend(Backend):
                         f"generation passed the {deadline_s:.1f} s deadline after {len(out)} tokens", partial)
                 self.llm.eval([token])
             return self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached, finish)
+
+    def _generate_template(self, prompt_text: str, tokens: list[int], branches, max_new_tokens: int,
+                           deadline: Deadline) -> Generation:
+        cached = self._reuse(tokens)
+        self.llm.n_tokens = cached
+        context = _LlamaContext(self, prompt_text, deadline)
+        pick = greedy_picker if self.temperature <= 0 else sampling_picker(self.temperature, self.seed)
+        try:
+            result = self._structured_decoder().decode(context, branches, len(tokens), max_new_tokens, pick,
+                                                       expired=deadline.expired)
+        except TimeoutError as error:
+            partial = error.args[1] if len(error.args) > 1 else None
+            generation = None if partial is None else self._template_generation(
+                partial, deadline, tokens, cached, "timeout")
+            raise GenerationTimeout(f"generation passed the {deadline.budget_s:.1f} s deadline",
+                                    generation) from None
+        return self._template_generation(result, deadline, tokens, cached, result.finish_reason)
+
+    def _template_generation(self, result, deadline: Deadline, prompt, cached, finish) -> Generation:
+        ttft = result.first_pick_s - deadline.start if result.tokens else 0.0
+        generation = self._generation(result.tokens, result.logprobs, result.pieces, ttft, deadline,
+                                      prompt, cached, finish)
+        return dataclasses.replace(generation, text=result.text, choice_logprobs=tuple(result.choice_logprobs),
+                                   answer_tokens=result.answer_tokens, forward_passes=result.steps)
+
+    def _structured_decoder(self) -> StructuredDecoder:
+        """The template decoder of this vocabulary (token texts read once, ~0.1 s)."""
+        import llama_cpp
+
+        if self._decoder is None:
+            pieces = [self.llm.detokenize([token]) for token in range(self.llm.n_vocab())]
+            self._decoder = StructuredDecoder(
+                pieces, lambda token: bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)))
+        return self._decoder
 
     @staticmethod
     def _generation(out, logprobs, pieces, ttft, deadline, prompt, cached, finish) -> Generation:
@@ -269,6 +326,27 @@ class LlamaCppBackend(Backend):
                 self.llm.close()
                 self.llm = None
             self._prefix_state = None
+
+
+class _LlamaContext:
+    """The llama.cpp context as the template decoder sees it (``structured.Context``)."""
+
+    def __init__(self, backend: LlamaCppBackend, prompt_text: str, deadline: Deadline) -> None:
+        self.backend, self.prompt_text, self.deadline = backend, prompt_text, deadline
+        self.llm = backend.llm
+
+    def tokens(self) -> list[int]:
+        return self.llm.input_ids[: self.llm.n_tokens].tolist()
+
+    def truncate(self, n: int) -> None:
+        self.llm.n_tokens = n  # Llama.eval drops the KV cells past n_tokens before evaluating
+
+    def extend(self, tokens) -> np.ndarray:
+        self.backend._eval(list(tokens), self.deadline)
+        return self.backend._last_logits().copy()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.backend._tokenize_prompt(self.prompt_text + text)
 
 
 def timed_plain_completion(backend: LlamaCppBackend, prompt_tokens: Sequence[int],
