@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -72,12 +73,13 @@ def _features(index: int):
 def _request(index: int):
     """(messages, schema, rule) of the index-th intervention request, with 3 example cases."""
     from fatigue_llm.intervention.config import InterventionConfig
-    from fatigue_llm.intervention.engine import message_budget, rule_decision_for
+    from fatigue_llm.intervention.engine import rule_decision_for
     from fatigue_llm.intervention.prompt import answer_schema, build_messages, system_prompt
 
     features = _features(index)
-    rule = rule_decision_for(features, InterventionConfig())
-    chars = message_budget(MAX_NEW_TOKENS)
+    config = InterventionConfig()
+    rule = rule_decision_for(features, config)
+    chars = config.max_message_chars
     messages = build_messages(features, rule, _fake_cases(index), system=system_prompt(chars))
     return messages, answer_schema(rule.level, chars), rule
 
@@ -95,10 +97,10 @@ def _fake_cases(index: int) -> list:
 
 
 def _system():
-    from fatigue_llm.intervention.engine import message_budget
+    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.prompt import system_prompt
 
-    return [{"role": "system", "content": system_prompt(message_budget(MAX_NEW_TOKENS))}]
+    return [{"role": "system", "content": system_prompt(InterventionConfig().max_message_chars)}]
 
 
 def _peak_rss_mib() -> float:
@@ -149,7 +151,8 @@ def measure_backend(config: dict) -> dict:
 
 
 def measure_paths(config: dict) -> dict:
-    """Our llama.cpp path vs plain llama-cpp-python chat completion on the same GGUF and requests."""
+    """Our llama.cpp path (template decoding, and our grammar loop) vs plain llama-cpp-python chat
+    completion with the same GGUF, messages, schema and token budget."""
     import llama_cpp
 
     from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
@@ -158,30 +161,33 @@ def measure_paths(config: dict) -> dict:
     ours.cache_prefix(_system())
     plain = llama_cpp.Llama(model_path=config["model"], n_ctx=2048, n_threads=config["threads"],
                             n_threads_batch=config["threads"], verbose=False)
-    ours_s, plain_s, ours_tokens, plain_tokens = [], [], [], []
-    for i in range(-1, config["repeats"]):  # i = -1: warm-up of both, not counted
+    runs = {"ours": ([], []), "grammar": ([], []), "plain": ([], [])}
+    for i in range(-1, config["repeats"]):  # i = -1: warm-up of all three, not counted
         messages, schema, _ = _request(max(i, 0))
-        generation = ours.generate(messages, MAX_NEW_TOKENS, 600.0, json_schema=schema)
+        measured = {}
+        for name, template in (("ours", True), ("grammar", False)):
+            ours.template_decoding = template
+            generation = ours.generate(messages, MAX_NEW_TOKENS, 600.0, json_schema=schema)
+            measured[name] = (generation.total_s, generation.answer_tokens or len(generation.tokens))
         start = time.perf_counter()
         reply = plain.create_chat_completion(messages=messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0,
                                              response_format={"type": "json_object", "schema": schema})
-        elapsed = time.perf_counter() - start
+        measured["plain"] = (time.perf_counter() - start, reply["usage"]["completion_tokens"])
         if i >= 0:
-            ours_s.append(generation.total_s)
-            ours_tokens.append(len(generation.tokens))
-            plain_s.append(elapsed)
-            plain_tokens.append(reply["usage"]["completion_tokens"])
+            for name, (seconds, tokens) in measured.items():
+                runs[name][0].append(seconds)
+                runs[name][1].append(tokens)
     ours.close()
     plain.close()
-    ours_ms = 1000 * statistics.median(ours_s) / max(statistics.median(ours_tokens), 1)
-    plain_ms = 1000 * statistics.median(plain_s) / max(statistics.median(plain_tokens), 1)
-    return {
-        "ours_latency_s": statistics.median(ours_s), "plain_latency_s": statistics.median(plain_s),
-        "ours_tokens": statistics.median(ours_tokens), "plain_tokens": statistics.median(plain_tokens),
-        "ours_ms_per_token": ours_ms, "plain_ms_per_token": plain_ms,
-        "latency_ratio": statistics.median(plain_s) / statistics.median(ours_s),
-        "per_token_ratio": plain_ms / ours_ms, "peak_rss_mib": _peak_rss_mib(),
-    }
+    result = {"peak_rss_mib": _peak_rss_mib()}
+    for name, (seconds, tokens) in runs.items():
+        result[f"{name}_latency_s"] = statistics.median(seconds)
+        result[f"{name}_tokens"] = statistics.median(tokens)
+        result[f"{name}_ms_per_token"] = 1000 * statistics.median(seconds) / max(statistics.median(tokens), 1)
+    result["latency_ratio"] = result["plain_latency_s"] / result["ours_latency_s"]
+    # our token-by-token grammar loop (prefix cache, logprobs) against llama.cpp's own loop
+    result["per_token_ratio"] = result["plain_ms_per_token"] / result["grammar_ms_per_token"]
+    return result
 
 
 def _engine_config(config: dict):
@@ -224,43 +230,92 @@ def _percentiles(values: list[float]) -> dict:
             "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], "max": ordered[-1]}
 
 
-def measure_latency(config: dict) -> dict:
-    """engine.advise latency with its per-request split, then plain llama.cpp on the same messages."""
-    import llama_cpp
-
+def _advise_runs(config: dict, template_decoding: bool) -> tuple[list[dict], list]:
+    """engine.advise on the benchmark requests with one decoding mode: the per-request split and the
+    (messages, schema) sent to the model."""
+    from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
     engine_config = _engine_config(config)
+    backend = LlamaCppBackend(config["model"], n_threads=config["threads"], n_ctx=engine_config.n_ctx,
+                              template_decoding=template_decoding)
     requests, sent = [], []
+    generate = backend.generate
+
+    def recording_generate(messages, *args, **kwargs):
+        generation = generate(messages, *args, **kwargs)
+        sent.append((messages, kwargs.get("json_schema"), generation))
+        return generation
+
+    backend.generate = recording_generate
     with tempfile.TemporaryDirectory() as state:
-        engine = InterventionEngine(engine_config, state_dir=Path(state))
+        engine = InterventionEngine(engine_config, backend=backend, state_dir=Path(state))
         engine.load()
-        backend = engine._parts.backend
-        generate = backend.generate
-
-        def recording_generate(messages, *args, **kwargs):
-            generation = generate(messages, *args, **kwargs)
-            sent.append((messages, kwargs.get("json_schema"), generation))
-            return generation
-
-        backend.generate = recording_generate
         for i in range(-1, config["repeats"]):  # i = -1: warm-up, not counted
             features = _features(max(i, 0))
             decision = engine.advise(features, rule_decision_for(features, engine_config))
-            _, _, generation = sent[-1]
+            generation = sent[-1][2]
             if i >= 0:
                 requests.append({
                     "advise_s": decision.latency_ms / 1000, "source": decision.source,
                     "prompt_tokens": generation.prompt_tokens,
                     "uncached_tokens": generation.prompt_tokens - generation.cached_tokens,
-                    "ttft_s": generation.ttft_s, "decode_tokens": len(generation.tokens),
-                    "decode_s": generation.total_s - generation.ttft_s})
-        prefix_tokens, restores = engine.prefix_tokens_cached, backend.state_restores
+                    "ttft_s": generation.ttft_s, "decoded_tokens": len(generation.tokens),
+                    "answer_tokens": generation.answer_tokens or len(generation.tokens),
+                    "forward_passes": generation.forward_passes or len(generation.tokens),
+                    "message_chars": len(decision.message), "decode_s": generation.total_s - generation.ttft_s,
+                    "message_tokens": len(generation.tokens) - len(generation.choice_logprobs),
+                    "text_passes": generation.text_passes, "text_s": generation.text_s,
+                    "restores": backend.state_restores})
         engine.close()
+    return requests, [(messages, schema) for messages, schema, _ in sent]
+
+
+def _split(requests: list[dict]) -> dict:
+    advise = _percentiles([r["advise_s"] for r in requests])
+    return {
+        "requests": len(requests), "advise_p50_s": advise["p50"], "advise_p95_s": advise["p95"],
+        "advise_max_s": advise["max"],
+        "uncached_tokens_p50": statistics.median(r["uncached_tokens"] for r in requests),
+        "uncached_tokens_max": max(r["uncached_tokens"] for r in requests),
+        "ttft_p50_s": statistics.median(r["ttft_s"] for r in requests),
+        "decoded_tokens_p50": statistics.median(r["decoded_tokens"] for r in requests),
+        "answer_tokens_p50": statistics.median(r["answer_tokens"] for r in requests),
+        "forward_passes_p50": statistics.median(r["forward_passes"] for r in requests),
+        "message_chars_p50": statistics.median(r["message_chars"] for r in requests),
+        "decode_ms_per_pass": 1000 * sum(r["decode_s"] for r in requests)
+        / max(1, sum(r["forward_passes"] - 1 for r in requests)),
+        "text_ms_per_pass": 1000 * sum(r["text_s"] for r in requests) / max(1, sum(r["text_passes"] for r in requests)),
+        "llm_answers": sum(r["source"] == "local_llm" for r in requests),
+        "state_restores": requests[-1]["restores"] if requests else 0,
+        "per_request": requests,
+    }
+
+
+def _english_message_tokens(model: str, chars: int) -> int:
+    """Tokens a message of ``chars`` characters of English takes with ``model``'s tokenizer, from the
+    catalogue messages (random weights write random tokens, longer than English words)."""
+    import llama_cpp
+
+    from fatigue_llm.intervention.types import ACTIONS
+
+    llm = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
+    texts = [text for name, text in ACTIONS.items() if name != "none"]
+    per_char = max(len(llm.tokenize(text.encode(), add_bos=False)) / len(text) for text in texts)
+    return math.ceil(per_char * chars)
+
+
+def measure_latency(config: dict) -> dict:
+    """engine.advise with template decoding and with the grammar loop on the same requests, then plain
+    llama.cpp chat completion on the same messages, all with the same GGUF in one run."""
+    import llama_cpp
+
+    template, sent = _advise_runs(config, template_decoding=True)
+    grammar, _ = _advise_runs(config, template_decoding=False)
     plain = llama_cpp.Llama(model_path=config["model"], n_ctx=2048, n_threads=config["threads"],
                             n_threads_batch=config["threads"], verbose=False)
     plain_s, plain_tokens = [], []
-    for i, (messages, schema, _) in enumerate(sent[: config["plain_repeats"] + 1]):
+    for i, (messages, schema) in enumerate(sent[: config["plain_repeats"] + 1]):
         start = time.perf_counter()
         reply = plain.create_chat_completion(messages=messages, max_tokens=MAX_NEW_TOKENS, temperature=0.0,
                                              response_format={"type": "json_object", "schema": schema})
@@ -268,38 +323,53 @@ def measure_latency(config: dict) -> dict:
             plain_s.append(time.perf_counter() - start)
             plain_tokens.append(reply["usage"]["completion_tokens"])
     plain.close()
-    advise = _percentiles([r["advise_s"] for r in requests])
-    return {
-        "requests": len(requests), "prefix_tokens_cached": prefix_tokens, "state_restores": restores,
-        "advise_p50_s": advise["p50"], "advise_p95_s": advise["p95"], "advise_max_s": advise["max"],
-        "uncached_tokens_p50": statistics.median(r["uncached_tokens"] for r in requests),
-        "uncached_tokens_max": max(r["uncached_tokens"] for r in requests),
-        "ttft_p50_s": statistics.median(r["ttft_s"] for r in requests),
-        "decode_tokens_p50": statistics.median(r["decode_tokens"] for r in requests),
-        "decode_ms_per_token": 1000 * sum(r["decode_s"] for r in requests)
-        / max(1, sum(r["decode_tokens"] - 1 for r in requests)),
-        "llm_answers": sum(r["source"] == "local_llm" for r in requests),
-        "plain_requests": len(plain_s), "plain_p50_s": statistics.median(plain_s),
-        "plain_p95_s": _percentiles(plain_s)["p95"], "plain_tokens_p50": statistics.median(plain_tokens),
-        "per_request": requests, "peak_rss_mib": _peak_rss_mib(),
-    }
+    result = {"template": _split(template), "grammar": _split(grammar),
+              "plain_requests": len(plain_s), "plain_p50_s": statistics.median(plain_s),
+              "plain_p95_s": _percentiles(plain_s)["p95"], "plain_tokens_p50": statistics.median(plain_tokens),
+              "peak_rss_mib": _peak_rss_mib()}
+    # Worst case of a real model: a message that runs to max_message_chars of English (random weights
+    # write fewer, longer tokens). Each request's missing message tokens are added at the time per
+    # message token measured in the same requests.
+    chars = _engine_config(config).max_message_chars
+    english_tokens = _english_message_tokens(config["model"], chars)
+    step_s = result["template"]["text_ms_per_pass"] / 1000
+    projected = [r["advise_s"] + max(0, english_tokens - r["message_tokens"]) * step_s
+                 for r in result["template"]["per_request"]]
+    result["english_worst_case"] = {"message_chars": chars, "message_tokens": english_tokens,
+                                    "p95_s": _percentiles(projected)["p95"]}
+    return result
 
 
 def latency_table(result: dict) -> str:
     if "error" in result:
         return f"error: {result['error']}"
-    r = result
-    return "\n".join([
+    rows = [
         "| TinyLlama Q4_0, 2 threads | requests | p50 s | p95 s | uncached prompt tok (p50/max) | TTFT p50 s "
-        "| decode tok p50 | decode ms/tok |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| engine.advise | {r['requests']} | {r['advise_p50_s']:.2f} | {r['advise_p95_s']:.2f} | "
-        f"{r['uncached_tokens_p50']:.0f} / {r['uncached_tokens_max']} | {r['ttft_p50_s']:.2f} | "
-        f"{r['decode_tokens_p50']:.0f} | {r['decode_ms_per_token']:.0f} |",
-        f"| plain llama.cpp chat completion | {r['plain_requests']} | {r['plain_p50_s']:.2f} | "
-        f"{r['plain_p95_s']:.2f} | | | {r['plain_tokens_p50']:.0f} | |",
-        f"load average (1 min) before/after: {r['load_avg_1min']}; target: advise p95 <= 2.5 s",
-    ])
+        "| answer tok p50 | decoded tok p50 | forward passes p50 | message chars p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("template", "engine.advise, template decoding (default)"),
+                        ("grammar", "engine.advise, grammar loop")):
+        r = result[name]
+        rows.append(
+            f"| {label} | {r['requests']} | {r['advise_p50_s']:.2f} | {r['advise_p95_s']:.2f} | "
+            f"{r['uncached_tokens_p50']:.0f} / {r['uncached_tokens_max']} | {r['ttft_p50_s']:.2f} | "
+            f"{r['answer_tokens_p50']:.0f} | {r['decoded_tokens_p50']:.0f} | {r['forward_passes_p50']:.0f} | "
+            f"{r['message_chars_p50']:.0f} |")
+    rows.append(f"| plain llama.cpp chat completion (grammar) | {result['plain_requests']} | "
+                f"{result['plain_p50_s']:.2f} | {result['plain_p95_s']:.2f} | | | "
+                f"{result['plain_tokens_p50']:.0f} | | | |")
+    worst = result["english_worst_case"]
+    rows += [
+        "",
+        f"template vs grammar loop p95: {result['grammar']['advise_p95_s'] / result['template']['advise_p95_s']:.2f}x "
+        f"faster; vs plain llama.cpp p50: {result['plain_p50_s'] / result['template']['advise_p50_s']:.2f}x",
+        f"message token {result['template']['text_ms_per_pass']:.0f} ms (grammar loop: "
+        f"{result['grammar']['decode_ms_per_pass']:.0f} ms per token); worst case of a real model (message of "
+        f"{worst['message_chars']} English chars = {worst['message_tokens']} tokens): p95 {worst['p95_s']:.2f} s",
+        f"load average (1 min) before/after: {result['load_avg_1min']}; target: advise p95 <= 2.5 s",
+    ]
+    return "\n".join(rows)
 
 
 def run_latency(paths: dict[str, str], threads: int, out: Path) -> int:
@@ -309,7 +379,8 @@ def run_latency(paths: dict[str, str], threads: int, out: Path) -> int:
     result = run_worker(config, timeout_s=600.0)
     result["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(latency_table(result))
-    summary = {key: value for key, value in result.items() if key != "per_request"}
+    summary = {key: ({k: v for k, v in value.items() if k != "per_request"} if isinstance(value, dict) else value)
+               for key, value in result.items()}
     print(json.dumps(summary, indent=2))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"mode": "tinyllama-latency", "threads": threads, "max_new_tokens": MAX_NEW_TOKENS,
@@ -406,15 +477,16 @@ def markdown(results: list[dict]) -> str:
         rows.append(f"| {item['label']} | {r['load_s']:.1f} | {r['ttft_cold_s']:.2f} | "
                     f"{r['ttft_cached_s']:.2f} | {r['prompt_tokens']} / {r['cached_tokens']} | "
                     f"{r['decode_tok_s']:.1f} | {r['peak_rss_mib']:.0f} |")
-    rows += ["", "| comparison | ours s (tokens) | plain s (tokens) | latency ratio plain/ours | "
-             "per-token ratio |", "|---|---|---|---|---|"]
+    rows += ["", "| comparison | ours (template) s (answer tok) | ours grammar loop s (tok) | plain llama.cpp s "
+             "(tok) | latency plain/ours | per token plain/our grammar loop |", "|---|---|---|---|---|---|"]
     for item in results:
         r = item["result"]
         if item["worker"] == "paths":
             if "error" in r:
-                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | |")
+                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | | |")
                 continue
             rows.append(f"| {item['label']} | {r['ours_latency_s']:.2f} ({r['ours_tokens']:.0f}) | "
+                        f"{r['grammar_latency_s']:.2f} ({r['grammar_tokens']:.0f}) | "
                         f"{r['plain_latency_s']:.2f} ({r['plain_tokens']:.0f}) | {r['latency_ratio']:.2f} | "
                         f"{r['per_token_ratio']:.2f} |")
     rows += ["", "| intervention latency | requests | p50 ms | p95 ms | LLM answers / rule fallbacks |",

@@ -30,7 +30,7 @@ class InterventionConfig:
     n_threads: int = 2
     n_ctx: int = 1024
     max_new_tokens: int = 64            # the whole JSON answer, forced format tokens included
-    max_message_chars: int = 100        # the message: one or two short sentences (spoken in ~6 s)
+    max_message_chars: int = 80         # one or two short sentences, spoken in ~5 s (catalogue: <= 76)
     temperature: float = 0.0
     generation_deadline: float = 8.0    # s; past it the rule-based message stands
     prefix_tokens: int = 4              # virtual tokens of the feature prefix embedding

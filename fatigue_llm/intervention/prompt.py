@@ -74,7 +74,7 @@ _OMIT_ZERO = {"slow_blink_count", "microsleep_count", "yawn_count", "time_drivin
 # shown only from this value on: a longest eye closure under half a second is an ordinary blink
 _MIN_SHOWN = {"longest_eye_closure": 0.5}
 
-USER_BUDGET_TOKENS = 120    # the whole user message, measured with the model's tokenizer
+USER_BUDGET_TOKENS = 96     # the whole user message, measured with the model's tokenizer: ~1 s to evaluate
 DEFAULT_EXAMPLE_FEATURES = 2  # features shown per retrieved case
 
 

@@ -223,10 +223,13 @@ def test_user_message_fits_its_token_budget_with_the_real_tokenizer(smollm):
     case = SimpleNamespace(case_id=1, features=features.to_dict(), level=3, action="alert_audio_haptic",
                            effectiveness=0.8, intervention=ACTIONS["alert_audio_haptic"])
     retrieved = [SimpleNamespace(case=case, similarity=0.9)] * 3
+    typical = build_messages(FEATURES[0], _rule(Level.WARNING, "audio_chime"), retrieved,
+                             system=SYSTEM[0]["content"], count_tokens=smollm.count_tokens)
+    assert typical[1]["content"].count(" -> ") >= 2  # a typical vector leaves room for examples
     messages = build_messages(features, _rule(Level.CRITICAL, "alert_audio_haptic"), retrieved,
                               system=SYSTEM[0]["content"], count_tokens=smollm.count_tokens)
     assert smollm.count_tokens(messages[1]["content"]) <= USER_BUDGET_TOKENS
-    assert messages[1]["content"].count(" -> ") >= 1  # even this busy vector leaves room for an example
+    assert "nods 2.5/min" in messages[1]["content"]  # a busy vector gives up examples, not measurements
     prefix = smollm.render_tokens(SYSTEM)
     uncached = len(smollm.render_tokens(messages)) - len(prefix)
     assert uncached <= USER_BUDGET_TOKENS + 16  # plus the chat template around the user turn

@@ -53,11 +53,14 @@ class Generation:
     cached_tokens: int = 0
     finish_reason: str = "stop"  # stop | length
     # Template decoding (see structured.py): log-probabilities of the tokens where the model chose
-    # between allowed enum values; the answer's tokens in the context, forced ones included; and
-    # the forward passes run. Empty / 0 for token-by-token generation.
+    # between allowed enum values; the answer's tokens in the context, forced ones included; the
+    # forward passes run, and the passes and seconds spent on free text (one token per pass).
+    # Empty / 0 for token-by-token generation.
     choice_logprobs: tuple[float, ...] = ()
     answer_tokens: int = 0
     forward_passes: int = 0
+    text_passes: int = 0
+    text_s: float = 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:

@@ -285,7 +285,8 @@ class LlamaCppBackend(Backend):
         generation = self._generation(result.tokens, result.logprobs, result.pieces, ttft, deadline,
                                       prompt, cached, finish)
         return dataclasses.replace(generation, text=result.text, choice_logprobs=tuple(result.choice_logprobs),
-                                   answer_tokens=result.answer_tokens, forward_passes=result.steps)
+                                   answer_tokens=result.answer_tokens, forward_passes=result.steps,
+                                   text_passes=result.string_passes, text_s=result.string_s)
 
     def _structured_decoder(self) -> StructuredDecoder:
         """The template decoder of this vocabulary (token texts read once, ~0.1 s)."""

@@ -142,6 +142,8 @@ class DecodeResult:
     answer_tokens: int = 0          # tokens of the answer in the context, forced ones included
     steps: int = 0                  # forward passes (batches) run
     first_pick_s: float = 0.0       # perf_counter() when the model made its first choice
+    string_s: float = 0.0           # seconds spent decoding free strings, one pass per token
+    string_passes: int = 0
     finish_reason: str = "stop"     # stop | length
 
 
@@ -262,7 +264,10 @@ class _Run:
                 break
             if not ended:
                 self._check_time()
+                started = time.perf_counter()
                 logits = self.context.extend([token])
+                self.result.string_s += time.perf_counter() - started
+                self.result.string_passes += 1
                 self.result.steps += 1
                 self.result.answer_tokens += 1
         self.answer += text.decode("utf-8", errors="replace") + '"'
