@@ -47,7 +47,10 @@ bench: setup
 	$(PY) bench/bench_perception.py
 	$(PY) bench/bench_vehicle.py
 	$(PY) bench/bench_faiss.py
+	$(PY) bench/bench_perception_node.py
 	$(PY) bench/bench_llm.py --quick
+	$(PY) bench/bench_llm.py --tinyllama-latency
+	$(PY) bench/bench_intervention_node.py
 
 clean:
 	rm -rf build install log

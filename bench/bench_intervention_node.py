@@ -98,6 +98,7 @@ class Probe:
 
     def publish(self, features: FatigueFeatures) -> float:
         sent = time.monotonic()
+        self.sent_wall = time.time()
         self.publisher.publish(features_to_msg(features))
         return sent
 
@@ -105,10 +106,15 @@ class Probe:
         return next(((t, m) for t, m in self.received if predicate(m)), None)
 
 
+def stamp_s(msg: Intervention) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
 def run_round(probe: Probe, index: int, timeout: float) -> dict:
     probe.received.clear()
     t = 1000.0 + 100.0 * index
     sent_warning = probe.publish(warning_features(t))
+    sent_warning_wall = probe.sent_wall
     probe.spin_until(lambda: probe.first(lambda m: m.source == "rule") is not None, 5.0)
     warning_at, warning = probe.first(lambda m: m.source == "rule")
     probe.spin_until(lambda: False, 0.5)  # the LLM is now generating for the WARNING
@@ -122,6 +128,8 @@ def run_round(probe: Probe, index: int, timeout: float) -> dict:
     llm_busy = advice is not None and advice[0] > critical_at
     return {
         "alert_idle_ms": (warning_at - sent_warning) * 1000,
+        # features published -> the node's publish stamp of the alert (same host clock): the node's part
+        "alert_idle_node_ms": (stamp_s(warning) - sent_warning_wall) * 1000,
         "alert_busy_ms": (critical_at - sent_critical) * 1000,
         "alert_while_llm_generating": llm_busy,
         "followup_s": advice[0] - sent_warning if advice else None,
