@@ -264,7 +264,7 @@ def _advise_runs(config: dict, template_decoding: bool) -> tuple[list[dict], lis
                     "answer_tokens": generation.answer_tokens or len(generation.tokens),
                     "forward_passes": generation.forward_passes or len(generation.tokens),
                     "message_chars": len(decision.message), "decode_s": generation.total_s - generation.ttft_s,
-                    "message_tokens": len(generation.tokens) - len(generation.choice_logprobs),
+                    "message_tokens": len(generation.tokens) - len(generation.choice_logprobs or ()),
                     "text_passes": generation.text_passes, "text_s": generation.text_s,
                     "restores": backend.state_restores})
         engine.close()

@@ -64,12 +64,13 @@ class EngineError(RuntimeError):
 def decision_confidence(generation: Generation) -> float:
     """Model confidence from the log-probabilities of the tokens spelling the level and action values
     (the decision itself; format tokens forced by the grammar carry no information). Template
-    decoding reports exactly the tokens where the model chose; otherwise the tokens inside the
-    values are located in the text, and all generated tokens are used when that fails."""
+    decoding reports each choice's probability among the allowed values (1.0 when the rule left no
+    choice); otherwise the tokens inside the values are located in the text, and all generated
+    tokens are used when that fails."""
     from fatigue_llm.intervention.triage import token_confidence
 
-    if generation.choice_logprobs:
-        return token_confidence(list(generation.choice_logprobs))
+    if generation.choice_logprobs is not None:
+        return token_confidence(list(generation.choice_logprobs)) if generation.choice_logprobs else 1.0
     spans = value_spans(generation.text)
     chosen, offset = [], 0
     for piece, logprob in zip(generation.token_pieces, generation.token_logprobs, strict=False):
@@ -277,7 +278,7 @@ class InterventionEngine:
             escalated = True
         explanation = self._explain(features, rule, retrieved, token_conf, verdict, escalated)
         if replaced:
-            explanation += ". model message echoed codes: catalogue text for its action used"
+            explanation += ". model message echoed codes or measurements: catalogue text for its action used"
         return InterventionDecision(
             level=draft.level, action=draft.action, message=draft.message, source=draft.source,
             confidence=draft.confidence, escalated=escalated, explanation=explanation,

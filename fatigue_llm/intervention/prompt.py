@@ -241,12 +241,21 @@ def parse_answer(
     return ParsedAnswer(level, action, message)
 
 
+# A driver-facing sentence may name one or two figures ("awake for 17 hours"); a run of them, or the
+# prompt's own jargon, is the model copying its input.
+MAX_FIGURES = 2
+PROMPT_JARGON = ("PERCLOS", "MICROSLEEP", "/min")
+
+
 def speaks_to_driver(message: str) -> bool:
-    """False for a message made of level/action codes (small models sometimes copy the schema)."""
+    """False for a message made of level/action codes or of the measurement line (small models
+    sometimes copy the schema or the prompt instead of writing to the driver)."""
     codes = {name.lower() for name in Level.__members__} | set(ACTIONS)
     words = [word.strip(".,:;!").lower() for word in message.split()]
     echoes = any(word in codes and "_" in word for word in words) or all(word in codes for word in words)
-    return len(words) >= 3 and not echoes
+    figures = len(re.findall(r"\d+(?:\.\d+)?|\.\d+", message))
+    jargon = any(term in message for term in PROMPT_JARGON)
+    return len(words) >= 3 and not echoes and figures <= MAX_FIGURES and not jargon
 
 
 def value_spans(text: str, names: Sequence[str] = ("level", "action")) -> list[tuple[int, int]]:

@@ -145,9 +145,13 @@ def test_value_spans_locate_level_and_action():
     assert not math.isnan(len(spans))
 
 
-def test_messages_that_only_echo_codes_do_not_speak_to_the_driver():
+def test_messages_that_echo_codes_or_measurements_do_not_speak_to_the_driver():
     from fatigue_llm.intervention.prompt import speaks_to_driver
 
-    for message in ("CRITICAL alert_audio_haptic", "WARNING", "audio_chime now please", "warning critical info"):
+    echoes = ("CRITICAL alert_audio_haptic", "WARNING", "audio_chime now please", "warning critical info",
+              "MICROSLEEP, PERCLOS.27, blinks 29/min, blink .38s, longest closure 1.0s, slow.",
+              "Your PERCLOS is high, take a break.", "Blinks 31, blink .4s, awake 17h: stop.")
+    for message in echoes:
         assert not speaks_to_driver(message), message
     assert speaks_to_driver("Your eyes keep closing. Take a break at the next exit.")
+    assert speaks_to_driver("You have been awake for 17 hours. Rest within 15 minutes.")  # two figures

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -19,7 +19,7 @@ class Graph:
     def __init__(self) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)  # as the nodes spin when deployed
         self.nodes: list[Node] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -52,11 +52,11 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     finish_reason: str = "stop"  # stop | length
-    # Template decoding (see structured.py): log-probabilities of the tokens where the model chose
-    # between allowed enum values; the answer's tokens in the context, forced ones included; the
-    # forward passes run, and the passes and seconds spent on free text (one token per pass).
-    # Empty / 0 for token-by-token generation.
-    choice_logprobs: tuple[float, ...] = ()
+    # Template decoding (see structured.py): log-probabilities of the model's choices among the
+    # allowed enum values (None: not known, () : the schema left no choice); the answer's tokens in
+    # the context, forced ones included; the forward passes run, and the passes and seconds spent
+    # on free text (one token per pass). 0 for token-by-token generation.
+    choice_logprobs: tuple[float, ...] | None = None
     answer_tokens: int = 0
     forward_passes: int = 0
     text_passes: int = 0

@@ -132,7 +132,11 @@ def log_softmax(logits: np.ndarray, token: int) -> float:
 
 @dataclass
 class DecodeResult:
-    """The answer text and the tokens the model chose (forced tokens are not listed)."""
+    """The answer text and the tokens the model chose (forced tokens are not listed).
+
+    ``logprobs`` are full-vocabulary log-probabilities of the chosen tokens; ``choice_logprobs`` the
+    log-probability of each enum choice among the values still allowed at that token (empty when
+    the schema left no choice)."""
 
     text: str
     tokens: list[int] = field(default_factory=list)
@@ -228,9 +232,10 @@ class _Run:
             logits = self.sync(candidates[alive[0]][:position])
             options = np.array(sorted({candidates[v][position] for v in alive if len(candidates[v]) > position}))
             token = self.pick(logits, options)
-            logprob = log_softmax(logits, token)
-            self.result.choice_logprobs.append(logprob)
-            self._record(token, logprob)
+            # the decision's confidence: the choice among the allowed values only (the model may put
+            # probability on other spellings or formats, which says nothing about the decision)
+            self.result.choice_logprobs.append(log_softmax(logits[options], int(np.flatnonzero(options == token)[0])))
+            self._record(token, log_softmax(logits, token))
             alive = [v for v in alive if len(candidates[v]) > position and candidates[v][position] == token]
             position += 1
         self.answer += opening + alive[0] + '"'
