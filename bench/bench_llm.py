@@ -11,10 +11,11 @@ load time, peak RSS, TTFT of the real intervention prompt without and with the c
 prefix, and decode tokens/s. Configurations: llama.cpp Q4_0 and Q8_0; transformers bf16, int8 dynamic
 and bitsandbytes NF4 (full mode); SmolLM2 through llama.cpp (and transformers bf16 in full mode).
 
-Then, on TinyLlama Q4_0 (and SmolLM2): our backend path (prefix cache + grammar + logprobs) against
-plain llama-cpp-python ``create_chat_completion`` with the same messages, schema and token budget
-(ratio plain / ours, target >= 1.0), and the end-to-end ``InterventionEngine.advise`` latency p50/p95
-(<= 64 new tokens, 2 threads) including retrieval, prompt, generation, parsing and triage.
+Then, on TinyLlama Q4_0 (and SmolLM2): our backend path (prefix cache, template decoding, logprobs), our
+token-by-token grammar loop, and plain llama-cpp-python ``create_chat_completion`` with the same
+messages, schema and token budget (ratio plain / ours, target >= 1.0), and the end-to-end
+``InterventionEngine.advise`` latency p50/p95 (<= 64 answer tokens, 2 threads) including retrieval,
+prompt, generation, parsing and triage. The full mode takes about 8 minutes.
 
     .venv/bin/python bench/bench_llm.py [--quick | --tinyllama-latency] [--threads 2] [--cache-dir DIR]
 
@@ -24,10 +25,12 @@ comparison and the engine latency. The 1-minute load average before/after each r
 shared machine the timings are only as good as the machine was idle.
 Prints a markdown table and writes bench/results/llm.json.
 
---tinyllama-latency (about 2-3 min) measures only the issue target: ``InterventionEngine.advise`` on
+--tinyllama-latency (about 3 min) measures only the issue target: ``InterventionEngine.advise`` on
 TinyLlama Q4_0 with 2 threads, 20 requests, p50/p95 with the per-request split (uncached prompt
-tokens, TTFT, decode tokens), next to plain llama-cpp-python ``create_chat_completion`` on the same
-GGUF with the same messages and schema in the same run. Prints a table and the JSON, and writes
+tokens, TTFT, answer / decoded tokens, forward passes), with template decoding and with the grammar
+loop, next to plain llama-cpp-python ``create_chat_completion`` on the same GGUF with the same
+messages and schema, all in the same run; plus the worst case of a real model whose message runs
+to ``max_message_chars`` of English. Prints a table and the JSON, and writes
 bench/results/llm_latency.json.
 """
 

@@ -260,7 +260,7 @@ class InterventionEngine:
         from fatigue_llm.intervention.triage import triage
 
         message = answer.message
-        if generation.finish_reason == "length" or len(message) >= self.max_message_chars - 1:
+        if generation.finish_reason in ("length", "repeat") or len(message) >= self.max_message_chars - 1:
             message = trim_message(message)  # cut by a budget: end it at a sentence or word
         replaced = not speaks_to_driver(message)
         if replaced:  # keep the model's level/action, say it in words the driver understands

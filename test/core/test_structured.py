@@ -26,3 +26,13 @@ def test_schemas_it_cannot_decode_go_to_the_grammar():
     nested = {"type": "object", "properties": {"inner": {"type": "object", "properties": {}}}}
     for schema in (None, {}, number, quoted, reordered, nested, {"type": "array"}):
         assert template_fields(schema) is None, schema
+
+
+def test_a_phrase_repeated_from_earlier_in_the_string_is_detected():
+    from fatigue_llm.intervention.backends.structured import REPEAT_NGRAM, repeats_itself
+
+    phrase = list(range(10, 10 + REPEAT_NGRAM))
+    assert repeats_itself([1, *phrase, 2, 3, *phrase])
+    assert not repeats_itself([1, *phrase, 2, 3, *phrase[:-1]])
+    assert not repeats_itself(list(range(40)))
+    assert not repeats_itself(phrase)

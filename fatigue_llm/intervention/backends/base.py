@@ -51,7 +51,7 @@ class Generation:
     token_pieces: tuple[str, ...] = ()
     prompt_tokens: int = 0
     cached_tokens: int = 0
-    finish_reason: str = "stop"  # stop | length
+    finish_reason: str = "stop"  # stop | length | repeat (a looping message was cut) | timeout
     # Template decoding (see structured.py): log-probabilities of the model's choices among the
     # allowed enum values (None: not known, () : the schema left no choice); the answer's tokens in
     # the context, forced ones included; the forward passes run, and the passes and seconds spent

@@ -10,7 +10,8 @@ the ones the grammar forces (``{"level": "``, ``", "action": "``, the rest of ``
   candidates' tokenizations, one step per token where the candidates still differ, and evaluates
   the rest of the chosen value as forced tokens in the next batch;
 - decodes a free string token by token with a vocabulary mask (no control characters, no
-  backslash); a token holding ``"`` ends the string there.
+  backslash); a token holding ``"`` ends the string there, and so does a phrase the model starts
+  to repeat (greedy decoding of a small model can loop).
 
 The context is kept equal to the *canonical* tokenization of prompt + answer so far: before every
 step the text is re-tokenized and the context rolled back to the first differing token (a merge
@@ -33,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 QUOTE = ord('"')
+REPEAT_NGRAM = 4  # a free string ends when its last 4 tokens repeat an earlier 4-token run
 BACKSLASH = ord("\\")
 
 
@@ -148,7 +150,7 @@ class DecodeResult:
     first_pick_s: float = 0.0       # perf_counter() when the model made its first choice
     string_s: float = 0.0           # seconds spent decoding free strings, one pass per token
     string_passes: int = 0
-    finish_reason: str = "stop"     # stop | length
+    finish_reason: str = "stop"     # stop | length | repeat (ended before a repeated phrase)
 
 
 class StructuredDecoder:
@@ -248,10 +250,15 @@ class _Run:
         self.answer += opening
         logits = self.sync(self.context.tokenize(self.answer))
         text = b""
+        chosen: list[int] = []
         ended = False
         while not ended:
-            if len(self.context.tokens()) - self.prompt_len >= self.max_tokens:
+            if self.result.answer_tokens >= self.max_tokens:
                 self.result.finish_reason = "length"
+                break
+            if repeats_itself(chosen):  # a small model looping on a phrase: end before the repeat
+                text = b"".join(self.decoder.pieces[t] for t in chosen[:-REPEAT_NGRAM])
+                self.result.finish_reason = "repeat"
                 break
             allowed = self.decoder.string_ids if text else self.decoder.first_string_ids
             token = self.pick(logits, allowed)
@@ -262,6 +269,7 @@ class _Run:
                 if not piece:
                     break
             self._record(token, log_softmax(logits, token))
+            chosen.append(token)
             text += piece
             if len(text.decode("utf-8", errors="replace")) >= max_chars:
                 text = text.decode("utf-8", errors="ignore")[:max_chars].encode()
@@ -277,7 +285,7 @@ class _Run:
                 self.result.answer_tokens += 1
         self.answer += text.decode("utf-8", errors="replace") + '"'
         self.logits = None
-        return self.result.finish_reason == "stop"
+        return self.result.finish_reason != "length"
 
     def _record(self, token: int, logprob: float) -> None:
         if not self.result.tokens:
@@ -285,6 +293,15 @@ class _Run:
         self.result.tokens.append(token)
         self.result.logprobs.append(logprob)
         self.result.pieces.append(self.decoder.pieces[token])
+
+
+def repeats_itself(tokens: list[int]) -> bool:
+    """Whether the last REPEAT_NGRAM tokens already occurred earlier in ``tokens``."""
+    n = REPEAT_NGRAM
+    if len(tokens) < 2 * n:
+        return False
+    tail = tokens[-n:]
+    return any(tokens[i:i + n] == tail for i in range(len(tokens) - 2 * n + 1))
 
 
 def _shared_prefix(sequences: list[list[int]]) -> int:
