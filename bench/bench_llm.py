@@ -467,42 +467,35 @@ def plan(paths: dict[str, str], quick: bool, threads: int) -> list[tuple[str, st
 # --- report ---------------------------------------------------------------------------------------------
 
 
+def _table(results: list[dict], worker: str, header: list[str], cells) -> list[str]:
+    """Markdown rows for the results of one worker: ``cells(result)`` gives the cells after the label."""
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in results:
+        if item["worker"] != worker:
+            continue
+        r = item["result"]
+        values = [f"error: {r['error'][:80]}"] + [""] * (len(header) - 2) if "error" in r else cells(r)
+        rows.append("| " + " | ".join([item["label"], *values]) + " |")
+    return rows
+
+
 def markdown(results: list[dict]) -> str:
-    rows = ["| configuration | load s | TTFT no cache s | TTFT cached s | prompt / cached tok | "
-            "decode tok/s | peak RSS MiB |", "|---|---|---|---|---|---|---|"]
-    for item in results:
-        r = item["result"]
-        if item["worker"] != "backend":
-            continue
-        if "error" in r:
-            rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | | | |")
-            continue
-        rows.append(f"| {item['label']} | {r['load_s']:.1f} | {r['ttft_cold_s']:.2f} | "
-                    f"{r['ttft_cached_s']:.2f} | {r['prompt_tokens']} / {r['cached_tokens']} | "
-                    f"{r['decode_tok_s']:.1f} | {r['peak_rss_mib']:.0f} |")
-    rows += ["", "| comparison | ours (template) s (answer tok) | ours grammar loop s (tok) | plain llama.cpp s "
-             "(tok) | latency plain/ours | per token plain/our grammar loop |", "|---|---|---|---|---|---|"]
-    for item in results:
-        r = item["result"]
-        if item["worker"] == "paths":
-            if "error" in r:
-                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | | |")
-                continue
-            rows.append(f"| {item['label']} | {r['ours_latency_s']:.2f} ({r['ours_tokens']:.0f}) | "
-                        f"{r['grammar_latency_s']:.2f} ({r['grammar_tokens']:.0f}) | "
-                        f"{r['plain_latency_s']:.2f} ({r['plain_tokens']:.0f}) | {r['latency_ratio']:.2f} | "
-                        f"{r['per_token_ratio']:.2f} |")
-    rows += ["", "| intervention latency | requests | p50 ms | p95 ms | LLM answers / rule fallbacks |",
-             "|---|---|---|---|---|"]
-    for item in results:
-        r = item["result"]
-        if item["worker"] == "engine":
-            if "error" in r:
-                rows.append(f"| {item['label']} | error: {r['error'][:80]} | | | |")
-                continue
-            rows.append(f"| {item['label']} | {r['requests']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-                        f"{r['llm_answers']} / {r['rule_fallbacks']} |")
-    return "\n".join(rows)
+    backends = _table(results, "backend", [
+        "configuration", "load s", "TTFT no cache s", "TTFT cached s", "prompt / cached tok", "decode tok/s",
+        "peak RSS MiB"], lambda r: [
+        f"{r['load_s']:.1f}", f"{r['ttft_cold_s']:.2f}", f"{r['ttft_cached_s']:.2f}",
+        f"{r['prompt_tokens']} / {r['cached_tokens']}", f"{r['decode_tok_s']:.1f}", f"{r['peak_rss_mib']:.0f}"])
+    paths = _table(results, "paths", [
+        "comparison", "ours (template) s (answer tok)", "ours grammar loop s (tok)", "plain llama.cpp s (tok)",
+        "latency plain/ours", "per token plain/our grammar loop"], lambda r: [
+        f"{r['ours_latency_s']:.2f} ({r['ours_tokens']:.0f})",
+        f"{r['grammar_latency_s']:.2f} ({r['grammar_tokens']:.0f})",
+        f"{r['plain_latency_s']:.2f} ({r['plain_tokens']:.0f})", f"{r['latency_ratio']:.2f}",
+        f"{r['per_token_ratio']:.2f}"])
+    engines = _table(results, "engine", [
+        "intervention latency", "requests", "p50 ms", "p95 ms", "LLM answers / rule fallbacks"], lambda r: [
+        str(r["requests"]), f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}", f"{r['llm_answers']} / {r['rule_fallbacks']}"])
+    return "\n".join([*backends, "", *paths, "", *engines])
 
 
 def main(argv: list[str] | None = None) -> int:
