@@ -25,13 +25,14 @@ its grammar path.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from fatigue_llm.intervention.backends.base import log_softmax_at
 
 QUOTE = ord('"')
 REPEAT_NGRAM = 4  # a free string ends when its last 4 tokens repeat an earlier 4-token run
@@ -125,11 +126,6 @@ def sampling_picker(temperature: float, seed: int, top_k: int = 40, top_p: float
         return int(allowed[order[rng.choice(keep, p=probs)]])
 
     return pick
-
-
-def log_softmax(logits: np.ndarray, token: int) -> float:
-    top = float(np.max(logits))
-    return float(logits[token]) - top - math.log(float(np.sum(np.exp(logits - top))))
 
 
 @dataclass
@@ -236,8 +232,9 @@ class _Run:
             token = self.pick(logits, options)
             # the decision's confidence: the choice among the allowed values only (the model may put
             # probability on other spellings or formats, which says nothing about the decision)
-            self.result.choice_logprobs.append(log_softmax(logits[options], int(np.flatnonzero(options == token)[0])))
-            self._record(token, log_softmax(logits, token))
+            among = int(np.flatnonzero(options == token)[0])
+            self.result.choice_logprobs.append(log_softmax_at(logits[options], among))
+            self._record(token, log_softmax_at(logits, token))
             alive = [v for v in alive if len(candidates[v]) > position and candidates[v][position] == token]
             position += 1
         self.answer += opening + alive[0] + '"'
@@ -268,7 +265,7 @@ class _Run:
                 piece = piece.split(b'"', 1)[0] if QUOTE in piece else b""
                 if not piece:
                     break
-            self._record(token, log_softmax(logits, token))
+            self._record(token, log_softmax_at(logits, token))
             chosen.append(token)
             text += piece
             if len(text.decode("utf-8", errors="replace")) >= max_chars:
