@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 STAMP := $(VENV)/.setup-stamp
-MSGS := $(wildcard fatigue_msgs/msg/*.msg) fatigue_msgs/CMakeLists.txt fatigue_msgs/package.xml
+MSGS := $(wildcard fatigue_msgs/msg/*.msg fatigue_msgs/action/*.action) fatigue_msgs/CMakeLists.txt fatigue_msgs/package.xml
 REQS := $(wildcard requirements*.txt)
 
 .PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(STAMP)
 
-$(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh
+$(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh scripts/build_llama.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "[setup] torch (local CPU wheel first, so nothing pulls CUDA)"
 	$(PIP) install torch==2.13.0 $(QUIET_PIP)
@@ -22,9 +22,13 @@ $(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh
 	@if [ -f requirements-llm.txt ]; then echo "[setup] on-device LLM stack"; \
 	  $(PIP) install -r requirements-llm.txt $(QUIET_PIP); fi
 	@if [ -f requirements-nodeps.txt ]; then $(PIP) install --no-deps -r requirements-nodeps.txt $(QUIET_PIP); fi
+	@echo "[setup] llama.cpp, portable x86-64 build (see README: Portable llama.cpp build)"
+	scripts/build_llama.sh $(VENV)
 	@echo "[setup] building fatigue_msgs into $(VENV)"
 	scripts/build_msgs.sh $(VENV)
 	$(PIP) install --no-deps --no-build-isolation -e . $(QUIET_PIP)
+	@echo "[setup] checking that llama.cpp runs on this CPU"
+	$(PY) -m fatigue_llm.llm.cpucheck
 	@touch $(STAMP)
 
 demo: setup

@@ -28,7 +28,7 @@ import numpy as np
 
 from fatigue_llm.intervention import casestore
 from fatigue_llm.intervention.casestore import Case, CaseStore
-from fatigue_llm.intervention.config import InterventionConfig
+from fatigue_llm.llm.config import LlmConfig
 
 try:
     from fatigue_llm.intervention.projector import KEY_DIM
@@ -36,7 +36,7 @@ except ImportError:  # the projector is optional for this benchmark
     KEY_DIM = 16
 
 RESULTS = Path(__file__).resolve().parent / "results" / "faiss.json"
-K = 3  # InterventionConfig.retrieval_k default
+K = 3  # LlmConfig.retrieval_k default
 N_CLUSTERS = 300
 CLUSTER_SPREAD = 0.35
 
@@ -152,7 +152,7 @@ def main() -> None:
         faiss.omp_set_num_threads(args.search_threads)
         keys = synthetic_keys(rng, args.store_size, args.dim, centres)
         rows.append(bench_store(args.store_size, keys, queries, hnsw_threshold=10**9))
-        rows.append(bench_store(args.store_size, keys, queries, InterventionConfig().hnsw_threshold))
+        rows.append(bench_store(args.store_size, keys, queries, LlmConfig().hnsw_threshold))
     print(table(rows))
     result = {
         "benchmark": "faiss case store", "dim": args.dim, "k": K, "candidates": n_candidates,

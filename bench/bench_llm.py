@@ -78,11 +78,11 @@ def _request(index: int):
     from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import rule_decision_for
     from fatigue_llm.intervention.prompt import answer_schema, build_messages, system_prompt
+    from fatigue_llm.llm.config import LlmConfig
 
     features = _features(index)
-    config = InterventionConfig()
-    rule = rule_decision_for(features, config)
-    chars = config.max_message_chars
+    rule = rule_decision_for(features, InterventionConfig())
+    chars = LlmConfig().max_message_chars
     messages = build_messages(features, rule, _fake_cases(index), system=system_prompt(chars))
     return messages, answer_schema(rule.level, chars), rule
 
@@ -100,10 +100,10 @@ def _fake_cases(index: int) -> list:
 
 
 def _system():
-    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.prompt import system_prompt
+    from fatigue_llm.llm.config import LlmConfig
 
-    return [{"role": "system", "content": system_prompt(InterventionConfig().max_message_chars)}]
+    return [{"role": "system", "content": system_prompt(LlmConfig().max_message_chars)}]
 
 
 def _peak_rss_mib() -> float:
@@ -195,14 +195,15 @@ def measure_paths(config: dict) -> dict:
 
 def _engine_config(config: dict):
     """The engine settings every engine benchmark uses: no deadline cut-offs, room for long prompts."""
-    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.llm.config import LlmConfig
 
-    return InterventionConfig(model_path=config["model"], n_threads=config["threads"],
-                              max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
+    return LlmConfig(model_path=config["model"], n_threads=config["threads"],
+                     max_new_tokens=MAX_NEW_TOKENS, generation_deadline=120.0, n_ctx=2048)
 
 
 def measure_engine(config: dict) -> dict:
     """End-to-end InterventionEngine.advise latency (retrieval + prompt + generation + triage)."""
+    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
     engine_config = _engine_config(config)
@@ -214,7 +215,7 @@ def measure_engine(config: dict) -> dict:
         load_s = time.perf_counter() - started
         for i in range(-1, config["repeats"]):
             features = _features(max(i, 0))
-            decision = engine.advise(features, rule_decision_for(features, engine_config))
+            decision = engine.advise(features, rule_decision_for(features, InterventionConfig()))
             if i >= 0:
                 latencies.append(decision.latency_ms)
                 sources.append(decision.source)
@@ -237,6 +238,7 @@ def _advise_runs(config: dict, template_decoding: bool) -> tuple[list[dict], lis
     """engine.advise on the benchmark requests with one decoding mode: the per-request split and the
     (messages, schema) sent to the model."""
     from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
+    from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
     engine_config = _engine_config(config)
@@ -256,7 +258,7 @@ def _advise_runs(config: dict, template_decoding: bool) -> tuple[list[dict], lis
         engine.load()
         for i in range(-1, config["repeats"]):  # i = -1: warm-up, not counted
             features = _features(max(i, 0))
-            decision = engine.advise(features, rule_decision_for(features, engine_config))
+            decision = engine.advise(features, rule_decision_for(features, InterventionConfig()))
             generation = sent[-1][2]
             if i >= 0:
                 requests.append({

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fatigue_llm.config import ConfigError
 from fatigue_llm.ros.environment import apply_local_dds_defaults
-from fatigue_llm.ros.launcher import Launcher
+from fatigue_llm.ros.launcher import Launcher, NodeExit
 from fatigue_llm.sim.driver_video import ensure_sample_video
 
 LEVELS = ("INFO", "ADVISORY", "WARNING", "CRITICAL")
@@ -38,7 +38,8 @@ class NodeLogFilter:
     NOISE = ("[INFO]", "INFO:", "] W0000 ", "] I0000 ", "absl::InitializeLog")
 
     def write(self, text: str) -> None:
-        if not any(marker in text for marker in self.NOISE):
+        # launcher reports pass whole: a death report's last lines include the node's INFO lines
+        if text.startswith("[launch] ") or not any(marker in text for marker in self.NOISE):
             self.out.write(text)
 
     def flush(self) -> None:
@@ -79,7 +80,8 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     try:
         launcher.start()
         deadline = time.monotonic() + duration + grace_s
-        while time.monotonic() < deadline and launcher.running():
+        # poll() reports deaths (with their last lines) and respawns; a node that stays dead ends the demo
+        while time.monotonic() < deadline and launcher.poll() and not _fatal(launcher):
             rclpy.spin_once(node, timeout_sec=0.1)
     except KeyboardInterrupt:
         print("[demo] interrupted", flush=True)
@@ -91,4 +93,21 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     sources = sorted({m.source for m in received})
     print(f"[demo] {len(received)} interventions: "
           + ", ".join(f"{n} {name}" for name, n in counts.items() if n) + f"; sources: {', '.join(sources)}")
-    return 0 if counts["CRITICAL"] else 1
+    respawned = [record for record in launcher.failures if record.respawn]
+    if respawned:
+        restarts = ", ".join(f"{name} {n}" for name, n in launcher.restarts.items() if n) or "none yet"
+        print(f"[demo] restarts: {restarts}; deaths: " + "; ".join(r.describe() for r in respawned), flush=True)
+    fatal = _fatal(launcher)
+    if fatal:
+        print(f"[demo] FAILED: {fatal[0].describe()}", flush=True)
+        return 1
+    if not counts["CRITICAL"]:
+        print(f"[demo] FAILED: no CRITICAL intervention arrived ({len(received)} interventions)", flush=True)
+        return 1
+    print("[demo] OK: the sample drive's microsleeps raised a CRITICAL intervention", flush=True)
+    return 0
+
+
+def _fatal(launcher: Launcher) -> list[NodeExit]:
+    """Nodes that failed and stay dead (a respawning node that came back is not a demo failure)."""
+    return [record for record in launcher.failures if not record.respawn]

@@ -22,6 +22,14 @@ class NodeSpec:
     config: str          # "module:Class" of the node's typed config
     # launch argument -> node parameter it overrides (only when the argument is non-empty)
     argument_overrides: dict[str, str] = field(default_factory=dict)
+    # launch_ros semantics: a process that exits on its own (not at shutdown) is started
+    # again after respawn_delay seconds
+    respawn: bool = False
+    respawn_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.respawn_delay < 0:
+            raise ValueError(f"node {self.name}: respawn_delay must be >= 0, got {self.respawn_delay}")
 
     @property
     def entry_point(self) -> str:
@@ -55,6 +63,16 @@ VEHICLE_NODES: tuple[NodeSpec, ...] = (
         executable="intervention_node",
         module="fatigue_llm.intervention.node",
         config="fatigue_llm.intervention.config:InterventionConfig",
+    ),
+    # The on-device LLM apart from the safety path: when its process dies (native crash, OOM kill,
+    # watchdog exit on a hang), it is started again; the alerts never stopped meanwhile.
+    NodeSpec(
+        name="llm",
+        executable="llm_node",
+        module="fatigue_llm.llm.node",
+        config="fatigue_llm.llm.config:LlmConfig",
+        respawn=True,
+        respawn_delay=2.0,
     ),
 )
 

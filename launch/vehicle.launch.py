@@ -29,6 +29,8 @@ def _nodes(context):
             parameters=[params_file, parameter_overrides(spec, values)],
             output="screen",
             emulate_tty=True,
+            respawn=spec.respawn,
+            respawn_delay=spec.respawn_delay,  # launch waits only when > 0
         )
         for spec in NODES
     ]

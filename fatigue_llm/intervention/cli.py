@@ -20,6 +20,7 @@ from pathlib import Path
 from fatigue_llm.config import ConfigError, load_config
 from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.config import InterventionConfig
+from fatigue_llm.llm.config import LlmConfig
 
 OUTPUT_FIELDS = (
     "level", "action", "message", "source", "confidence", "escalated", "explanation", "latency_ms",
@@ -27,33 +28,55 @@ OUTPUT_FIELDS = (
 
 
 def read_features(path: Path) -> FatigueFeatures:
-    """FatigueFeatures from a JSON file. Raises ValueError naming the file, field or position."""
+    """FatigueFeatures from a JSON file. Raises ValueError naming the file, field or position.
+
+    An absent feature is a field left out or null; NaN / Infinity literals (not JSON, though Python reads them)
+    and values outside a field's physical range are refused, every bad field named in one message.
+    """
+
+    class Literal(str):
+        """A NaN / Infinity / -Infinity literal, kept apart so its field can be named."""
+
     try:
         text = path.read_text()
     except OSError as error:
         raise ValueError(f"{path}: cannot read features file ({error.strerror})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=Literal)
     except json.JSONDecodeError as error:
         where = f"{error.msg}, line {error.lineno} column {error.colno}"
         raise ValueError(f"{path}: not valid JSON ({where})") from None
+    except (ValueError, RecursionError) as error:  # e.g. an integer of too many digits, nesting too deep
+        raise ValueError(f"{path}: not valid JSON ({error or 'nested too deeply'})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of feature fields, got {type(data).__name__}")
-    return FatigueFeatures.from_dict(data, source=str(path))
+    problems = [f"field '{name}' = {value} is not a JSON number; use null or omit the field for an absent feature"
+                for name, value in data.items() if isinstance(value, Literal)]
+    try:
+        features = FatigueFeatures.from_dict({name: value for name, value in data.items()
+                                              if not isinstance(value, Literal)}, source=str(path))
+    except ValueError as error:
+        problems.append(str(error).removeprefix(f"{path}: "))
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+    return features
 
 
-def _config(args: argparse.Namespace) -> InterventionConfig:
-    config = InterventionConfig()
+def _configs(args: argparse.Namespace) -> tuple[InterventionConfig, LlmConfig]:
+    """The rule policy's config (node 'intervention') and the model's (node 'llm') from --params."""
+    rules, model = InterventionConfig(), LlmConfig()
     if args.params:
-        config = load_config(InterventionConfig, args.params, "intervention")
-    overrides = {"llm_enabled": True}
+        rules = load_config(InterventionConfig, args.params, "intervention")
+        model = load_config(LlmConfig, args.params, "llm")
+    overrides = {}
     if args.model is not None:
         overrides["model_path"] = args.model
     if args.backend is not None:
         overrides["backend"] = args.backend
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    model = dataclasses.replace(model, **overrides)
+    rules.validate()
+    model.validate()
+    return rules, model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", required=True, help="JSON file with FatigueFeatures fields")
     parser.add_argument("--model", help="GGUF file or HF folder (default: embedded SmolLM2-135M)")
     parser.add_argument("--backend", choices=("llamacpp", "transformers"))
-    parser.add_argument("--params", help="ROS 2 parameter file (the 'intervention' node's section)")
+    parser.add_argument("--params", help="ROS 2 parameter file (the 'intervention' and 'llm' nodes' sections)")
     parser.add_argument("--state-dir", default="models",
                         help="where the case store and outbox live (default models/)")
     parser.add_argument("--json", action="store_true", help="print the intervention as one JSON object")
@@ -78,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         features = read_features(Path(args.features))
-        config = _config(args)
+        rules, config = _configs(args)
         engine = InterventionEngine(config, state_dir=Path(args.state_dir))
         engine.load()
     except (ValueError, ConfigError, ModelError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        decision = engine.advise(features, rule_decision_for(features, config))
+        decision = engine.advise(features, rule_decision_for(features, rules))
     finally:
         engine.close()
     data = decision.to_json_dict()

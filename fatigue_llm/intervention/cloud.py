@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from fatigue_llm.features.types import FatigueFeatures
-from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.outbox import Outbox, OutboxItem, redact
 from fatigue_llm.intervention.types import ACTIONS, MAX_MESSAGE_CHARS, InterventionDecision, Level, Source
+from fatigue_llm.llm.config import LlmConfig
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class Escalator:
     Items still pending when an Escalator starts are sent at once.
     """
 
-    def __init__(self, config: InterventionConfig, outbox_path: Path | str, *,
+    def __init__(self, config: LlmConfig, outbox_path: Path | str, *,
                  client: CloudClient | None = None, retry_base_s: float = 2.0, retry_max_s: float = 60.0,
                  max_attempts: int = 10,
                  expire_after_s: float = 900.0, idle_poll_s: float = 1.0) -> None:

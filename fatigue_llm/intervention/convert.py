@@ -235,8 +235,11 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16") 
     return out_path
 
 
-def quantize_gguf(src: str | Path, dst: str | Path, quant: str, n_threads: int = 2) -> Path:
-    """Quantize a GGUF with llama.cpp (``llama_model_quantize``). Raises ConvertError on failure."""
+def quantize_gguf(src: str | Path, dst: str | Path, quant: str, n_threads: int = 2,
+                  allow_requantize: bool = False) -> Path:
+    """Quantize a GGUF with llama.cpp (``llama_model_quantize``). Raises ConvertError on failure.
+
+    ``allow_requantize`` accepts an already quantized source (lossy twice: checks and tests only)."""
     import ctypes
 
     import llama_cpp
@@ -248,6 +251,7 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, n_threads: int =
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = n_threads
     params.ftype = LLAMA_FTYPES[quant]
+    params.allow_requantize = allow_requantize
     status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if status != 0 or not Path(dst).is_file():
         raise ConvertError(f"llama.cpp could not quantize {src} to {quant} (status {status})")

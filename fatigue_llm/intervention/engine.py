@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,14 @@ from fatigue_llm.intervention.prompt import (
     build_messages,
     complete_truncated,
     parse_answer,
+    partial_message,
     speaks_to_driver,
     system_prompt,
     trim_message,
     value_spans,
 )
 from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source
+from fatigue_llm.llm.config import LlmConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,21 @@ SEED_CSV = Path(__file__).parent / "data" / "seed_cases.csv"
 PROMPT_MARGIN_TOKENS = 16
 NEW_CASE_EFFECTIVENESS = 0.5  # prior of a new case until its effect is measured
 LABELS = {name: label for name, label, _, _ in FEATURE_FORMAT}
+
+
+def _message_listener(on_message: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """Turns the backend's growing JSON answer into growing driver-message text (each change once)."""
+    if on_message is None:
+        return None
+    last = [""]
+
+    def on_text(answer_so_far: str) -> None:
+        message = partial_message(answer_so_far)
+        if message and message != last[0]:
+            last[0] = message
+            on_message(message)
+
+    return on_text
 
 
 class EngineError(RuntimeError):
@@ -92,7 +110,7 @@ class _Parts:
 class InterventionEngine:
     """See the module docstring. ``backend``, ``store`` and ``escalator`` may be injected (tests)."""
 
-    def __init__(self, config: InterventionConfig, *, backend: Backend | None = None, store=None,
+    def __init__(self, config: LlmConfig, *, backend: Backend | None = None, store=None,
                  escalator=None, state_dir: Path | None = None) -> None:
         config.validate()
         self.config = config
@@ -103,6 +121,7 @@ class InterventionEngine:
         self.max_message_chars = config.max_message_chars
         self.system = system_prompt(self.max_message_chars)
         self.prefix_tokens_cached = 0
+        self.last_failure = ""  # why the last advise fell back to the rule message ("" = it did not)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def load(self) -> None:
@@ -187,6 +206,11 @@ class InterventionEngine:
         parts.backend.close()
 
     @property
+    def escalator(self):
+        """The cloud escalator (its ``outbox``), or None when the cloud is off or not loaded."""
+        return self._parts.escalator if self._parts is not None else None
+
+    @property
     def loaded(self) -> bool:
         return self._parts is not None
 
@@ -196,11 +220,13 @@ class InterventionEngine:
         return self._parts
 
     # --- advice ------------------------------------------------------------------------------------
-    def advise(self, features: FatigueFeatures, rule: InterventionDecision) -> InterventionDecision:
+    def advise(self, features: FatigueFeatures, rule: InterventionDecision,
+               on_message: Callable[[str], None] | None = None) -> InterventionDecision:
         """The engine's decision for ``rule`` (blocking; at most about ``generation_deadline`` s).
 
-        Never raises for model problems: those give the rule's catalogue message (source "rule").
-        Raises EngineError when not loaded.
+        ``on_message`` receives the driver message as the model writes it (each time it grows).
+        Never raises for model problems: those give the rule's catalogue message (source "rule");
+        the returned decision's explanation says why. Raises EngineError when not loaded.
         """
         parts = self._require()
         started = time.perf_counter()
@@ -208,7 +234,8 @@ class InterventionEngine:
         with self._lock:
             k = self.config.retrieval_k
             retrieved = parts.store.search(key, k) if k > 0 else []
-        answer, generation, failure = self._generate(parts, features, rule, retrieved)
+        answer, generation, failure = self._generate(parts, features, rule, retrieved, on_message)
+        self.last_failure = failure
         if answer is None:
             decision = self._fallback(rule, failure, started)
         else:
@@ -219,7 +246,8 @@ class InterventionEngine:
             parts.tracker.start(case_id, decision, features)
         return decision
 
-    def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list
+    def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list,
+                  on_message: Callable[[str], None] | None = None
                   ) -> tuple[ParsedAnswer | None, Generation | None, str]:
         config = self.config
         room = config.n_ctx - config.max_new_tokens - self.prefix_tokens_cached - PROMPT_MARGIN_TOKENS
@@ -230,7 +258,8 @@ class InterventionEngine:
         try:
             generation = parts.backend.generate(
                 messages, self.config.max_new_tokens, self.config.generation_deadline,
-                json_schema=answer_schema(rule.level, self.max_message_chars), prefix_embeds=soft)
+                json_schema=answer_schema(rule.level, self.max_message_chars), prefix_embeds=soft,
+                on_text=_message_listener(on_message))
             text = generation.text
             if generation.finish_reason == "length":
                 text = complete_truncated(text)

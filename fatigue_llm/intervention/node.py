@@ -1,117 +1,76 @@
-"""Intervention node (lifecycle): FatigueFeatures -> Intervention.
+"""Intervention node (lifecycle): FatigueFeatures -> Intervention, the safety path.
 
-Two paths, never coupled:
-- safety path (executor thread): the deterministic AlertPolicy decides and publishes at once;
-- advice path (one worker thread): the on-device LLM writes a follow-up for the same event,
-  with a deadline; cloud answers to escalations arrive later as further follow-ups.
-A busy LLM never delays an alert: the worker keeps only the newest pending request.
+It runs only the deterministic AlertPolicy and publishes its decision at once. For a decision at or
+above ``llm_min_level`` it then sends an Advise goal to the ``llm`` node (another process) and
+publishes the follow-up when the result comes back. It never waits for that answer and imports no
+model code: a slow, hung or crashed LLM costs the follow-up, never the alert. A goal without a result
+after ``advice_timeout`` is abandoned, logged with its reason and counted on /diagnostics.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from dataclasses import dataclass
 
+from fatigue_msgs.action import Advise
 from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
 from fatigue_msgs.msg import Intervention
+from rclpy.action import ActionClient
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from fatigue_llm import topics
+from fatigue_llm.diagnostics import Counters, HealthReport
 from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.policy import AlertPolicy
 from fatigue_llm.intervention.types import InterventionDecision, Level
-from fatigue_llm.ros.convert import decision_to_msg, msg_to_features
+from fatigue_llm.ros.convert import decision_to_msg, features_to_msg, msg_to_features_checked
+from fatigue_llm.ros.diagnostics import DiagnosticsPublisher
 from fatigue_llm.ros.params import declare_config
 from fatigue_llm.ros.runner import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LEVEL_NAMES = {level.value: level.name for level in Level}
+SWEEP_PERIOD_S = 0.25
 
 
-class AdviceWorker:
-    """One background thread running ``advise`` on the newest pending request only."""
-
-    def __init__(self, advise, publish, log) -> None:
-        self._advise, self._publish, self._log = advise, publish, log
-        self._pending: tuple[FatigueFeatures, InterventionDecision] | None = None
-        self._wake = threading.Condition()
-        self._closed = False
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="llm-advice", daemon=True)
-        self._thread.start()
-
-    def submit(self, features: FatigueFeatures, rule: InterventionDecision) -> None:
-        with self._wake:
-            if self._pending is not None:
-                self.dropped += 1  # superseded by newer features before the model got to it
-            self._pending = (features, rule)
-            self._wake.notify()
-
-    def close(self, timeout: float = 10.0) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._pending is None and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                features, rule = self._pending
-                self._pending = None
-            try:
-                self._publish(self._advise(features, rule))
-            except Exception as error:  # noqa: BLE001 - the rule decision already went out
-                self._log(f"LLM advice failed, rule decision stands: {error!r}")
+@dataclass
+class PendingAdvice:
+    rule_id: str
+    sent_s: float           # monotonic
+    goal_handle: object = None  # ClientGoalHandle once accepted
 
 
 class InterventionNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("intervention", **node_options)
         self.policy: AlertPolicy | None = None
-        self.engine = None
-        self.worker: AdviceWorker | None = None
-        self.rejected = 0
+        self.counters = Counters()
+        self.pending: PendingAdvice | None = None  # at most one goal in flight: the newest
+        self.llm_instances: list[str] = []         # llm processes that answered, in order
         self._publisher = None
         self._subscription = None
-        self._poll_timer = None
+        self._client: ActionClient | None = None
+        self._sweep_timer = None
+        self._diagnostics = DiagnosticsPublisher(self, self._health)  # first: destroy_node closes it
         self.declare_parameter("autostart", True)
         self.config: InterventionConfig = declare_config(self, InterventionConfig)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.policy = AlertPolicy(self.config)
-        if self.config.llm_enabled:
-            self._load_engine()
         self._publisher = self.create_lifecycle_publisher(Intervention, topics.INTERVENTION, RELIABLE)
+        if self.config.llm_enabled:
+            self._client = ActionClient(self, Advise, topics.ADVISE_ACTION)
         return super().on_configure(state)
-
-    def _load_engine(self) -> None:
-        from fatigue_llm.intervention.engine import InterventionEngine
-
-        started = time.monotonic()
-        try:
-            engine = InterventionEngine(self.config)
-            engine.load()
-        except Exception as error:  # noqa: BLE001 - alerts must work without the model
-            self.get_logger().error(f"on-device LLM unavailable, rule-based alerts only: {error}")
-            return
-        self.engine = engine
-        self.get_logger().info(f"LLM engine loaded in {time.monotonic() - started:.1f} s")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         self._subscription = self.create_subscription(
-            FatigueFeaturesMsg, topics.FATIGUE_FEATURES, self._on_features, RELIABLE
-        )
-        if self.engine is not None:
-            self.worker = AdviceWorker(self.engine.advise, self._publish, self.get_logger().error)
-            self._poll_timer = self.create_timer(0.5, self._publish_followups)
+            FatigueFeaturesMsg, topics.FATIGUE_FEATURES, self._on_features, RELIABLE)
+        if self._client is not None:
+            self._sweep_timer = self.create_timer(SWEEP_PERIOD_S, self._sweep)
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -119,62 +78,155 @@ class InterventionNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._close_engine()
+        self._destroy_client()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
-        self._close_engine()
+        self._destroy_client()
         return super().on_shutdown(state)
 
     def destroy_node(self) -> None:
         self._stop_inputs()
-        self._close_engine()
+        self._destroy_client()
+        self._diagnostics.close()
         super().destroy_node()
 
     def _stop_inputs(self) -> None:
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        if self._poll_timer is not None:
-            self.destroy_timer(self._poll_timer)
-            self._poll_timer = None
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+        if self._sweep_timer is not None:
+            self.destroy_timer(self._sweep_timer)
+            self._sweep_timer = None
+        self.pending = None
 
-    def _close_engine(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+    def _destroy_client(self) -> None:
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
 
-    # --- paths -----------------------------------------------------------------------------------
+    # --- safety path -----------------------------------------------------------------------------
     def _on_features(self, msg: FatigueFeaturesMsg) -> None:
         try:
-            features = msg_to_features(msg)
+            features, violations = msg_to_features_checked(msg)
         except (ValueError, TypeError) as error:
-            self.rejected += 1
-            self.get_logger().warning(f"rejected features ({self.rejected} so far): {error}",
+            self.counters.increment("features_rejected")
+            self.get_logger().warning(f"rejected features ({self.counters.get('features_rejected')} so far): "
+                                      f"{error}", throttle_duration_sec=5.0)
+            return
+        if violations:  # acted on as absent (NaN); the valid features beside them still count
+            self.counters.increment("features_out_of_range")
+            self.counters.increment("feature_values_out_of_range", len(violations))
+            self.get_logger().warning("features out of physical range, treated as absent: "
+                                      + "; ".join(str(v) for v in violations), throttle_duration_sec=5.0)
+        decision = self.policy.evaluate(features, features.timestamp_s)
+        if decision is None:
+            return
+        self._publish(decision)  # out before any model is asked
+        self.counters.increment("alerts_published")
+        if self._client is not None and decision.level >= self.config.llm_min_level:
+            self._request_advice(features, decision)
+
+    # --- advice path (never awaited) -------------------------------------------------------------
+    def _request_advice(self, features: FatigueFeatures, decision: InterventionDecision) -> None:
+        if not self._client.server_is_ready():
+            self.counters.increment("advice_dropped")
+            self.get_logger().warning(f"advice for {decision.id[:8]} dropped: the llm node is not available",
                                       throttle_duration_sec=5.0)
             return
-        decision = self.policy.evaluate(features, features.timestamp_s)
-        if decision is not None:
-            self._publish(decision)  # safety path: out before any model runs
-        if self.engine is None:
-            return
-        self.engine.observe(features)
-        if decision is not None and decision.level >= self.config.llm_min_level and self.worker is not None:
-            self.worker.submit(features, decision)
+        if self.pending is not None:
+            self._abandon("superseded by a newer alert", "advice_dropped")
+        goal = Advise.Goal(features=features_to_msg(features),
+                           rule=decision_to_msg(decision, self.get_clock().now().to_msg()),
+                           deadline=float(self.config.advice_timeout))
+        pending = PendingAdvice(decision.id, time.monotonic())
+        self.pending = pending
+        self.counters.increment("advice_requested")
+        future = self._client.send_goal_async(goal)
+        future.add_done_callback(lambda done: self._on_goal_response(pending, done))
 
-    def _publish_followups(self) -> None:
-        for decision in self.engine.poll_followups():
-            self._publish(decision)
+    def _on_goal_response(self, pending: PendingAdvice, future) -> None:
+        handle = future.result()
+        if self.pending is not pending:
+            if handle is not None and handle.accepted:
+                handle.cancel_goal_async()  # abandoned meanwhile: free the model for newer work
+            return
+        if handle is None or not handle.accepted:
+            self.pending = None
+            self.counters.increment("advice_rejected")
+            self.get_logger().warning(f"advice for {pending.rule_id[:8]} rejected by the llm node "
+                                      "(model not loaded)")
+            return
+        pending.goal_handle = handle
+        handle.get_result_async().add_done_callback(lambda done: self._on_result(pending, done))
+
+    def _on_result(self, pending: PendingAdvice, future) -> None:
+        if self.pending is not pending:
+            return  # abandoned (timeout or superseded) before the answer came
+        self.pending = None
+        response = future.result()
+        result = response.result if response is not None else None
+        if result is None or not result.intervention.id:
+            self.counters.increment("advice_failed")
+            reason = result.failure if result is not None else "no result"
+            self.get_logger().warning(f"advice for {pending.rule_id[:8]} failed: {reason}")
+            return
+        self._note_instance(result.llm_instance)
+        self.counters.increment("advice_received")
+        if result.failure:
+            self.counters.increment("advice_fallback")
+        msg = result.intervention
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._publisher.publish(msg)
+        self.get_logger().info(f"{LEVEL_NAMES.get(msg.level, msg.level)} [{msg.source}] {msg.action}: "
+                               f"{msg.message} (follow-up after {time.monotonic() - pending.sent_s:.2f} s)")
+
+    def _note_instance(self, instance: str) -> None:
+        if instance and (not self.llm_instances or self.llm_instances[-1] != instance):
+            if self.llm_instances:
+                self.counters.increment("llm_restarts")
+                self.get_logger().info(f"the llm node answers again (instance {instance}, was "
+                                       f"{self.llm_instances[-1]})")
+            self.llm_instances.append(instance)
+
+    def _sweep(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        waited = time.monotonic() - pending.sent_s
+        if waited > self.config.advice_timeout:
+            gone = "" if self._client.server_is_ready() else "; the llm node is gone"
+            self._abandon(f"no result within {self.config.advice_timeout:.1f} s{gone}", "advice_timed_out")
+
+    def _abandon(self, reason: str, counter: str) -> None:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        self.counters.increment(counter)
+        self.get_logger().warning(f"advice for {pending.rule_id[:8]} abandoned after "
+                                  f"{time.monotonic() - pending.sent_s:.1f} s: {reason}; the rule alert stands")
+        if pending.goal_handle is not None:
+            pending.goal_handle.cancel_goal_async()
 
     def _publish(self, decision: InterventionDecision) -> None:
         self._publisher.publish(decision_to_msg(decision, self.get_clock().now().to_msg()))
         self.get_logger().info(
             f"{LEVEL_NAMES[int(decision.level)]} [{decision.source}] {decision.action}: {decision.message}"
         )
+
+    # --- health ----------------------------------------------------------------------------------
+    def _health(self) -> HealthReport:
+        values: dict[str, object] = self.counters.snapshot()
+        values["llm_enabled"] = self._client is not None
+        llm_ready = self._client is not None and self._client.server_is_ready()
+        values["llm_available"] = llm_ready
+        values["advice_pending"] = self.pending is not None
+        if self.policy is None:
+            return HealthReport("WARN", "not configured", values)
+        if self._client is not None and not llm_ready:
+            return HealthReport("WARN", "rule alerts only: the llm node is not available", values)
+        return HealthReport("OK", "rule policy active", values)
 
 
 def main(args: list[str] | None = None) -> int:

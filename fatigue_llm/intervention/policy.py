@@ -33,7 +33,8 @@ def assess(features: FatigueFeatures, config: InterventionConfig) -> tuple[Level
     """The severity of a feature vector and the reasons (human-readable) behind it."""
     f, c = features, config
     if f.microsleep:
-        return Level.CRITICAL, [f"microsleep: eyes closed {f.longest_eye_closure:.1f} s"]
+        closed = f" {f.longest_eye_closure:.1f} s" if math.isfinite(f.longest_eye_closure) else ""
+        return Level.CRITICAL, [f"microsleep: eyes closed{closed}"]
     if _ge(f.eye_closure_ratio, c.critical_perclos):
         return Level.CRITICAL, [f"PERCLOS {f.eye_closure_ratio:.2f} >= {c.critical_perclos:.2f}"]
     reasons: list[str] = []

@@ -294,3 +294,20 @@ def complete_truncated(text: str) -> str:
     if match is None or not match.group(2).strip():
         return text
     return match.group(1) + trim_message(match.group(2)) + '"}'
+
+
+_PARTIAL_MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def partial_message(answer_so_far: str) -> str | None:
+    """The driver message inside a JSON answer that is still being generated (None before it starts).
+
+    What an HMI or text-to-speech can show early; the final text is the engine's checked message."""
+    found = _PARTIAL_MESSAGE.search(answer_so_far)
+    if found is None:
+        return None
+    raw = found.group(1)
+    try:
+        return json.loads(f'"{raw}"')
+    except json.JSONDecodeError:  # cut inside an escape sequence
+        return raw.replace('\\"', '"')

@@ -6,6 +6,7 @@ Thin: parameters -> PerceptionConfig, messages <-> dataclasses, the core does th
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -15,6 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from fatigue_llm import topics
+from fatigue_llm.diagnostics import ERROR, WARN, Counters, HealthReport, changes, summarize
 from fatigue_llm.perception.config import PerceptionConfig
 from fatigue_llm.perception.image import ImageEncodingError, decode_image
 from fatigue_llm.perception.pipeline import FrameError, PerceptionPipeline
@@ -22,17 +24,24 @@ from fatigue_llm.perception.sources import SourceError, open_source
 from fatigue_llm.perception.types import VehicleSample
 from fatigue_llm.perception.vehicle import VehicleSignalError, read_vehicle_csv
 from fatigue_llm.ros.convert import observation_to_msg, time_to_seconds, vehicle_to_msg
+from fatigue_llm.ros.diagnostics import DiagnosticsPublisher
 from fatigue_llm.ros.params import declare_config
 from fatigue_llm.ros.runner import run_node
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+NO_FRAME_WARN_S = 2.0        # a driver camera runs at >= 10 fps: 2 s without a frame is a stalled camera
+FACE_FOUND_WARN_BELOW = 0.5  # face missing in most frames: camera misaimed, occluded or the driver gone
 
 
 class PerceptionNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("perception", **node_options)
-        self.bad_frames = 0
-        self.frames = 0
+        self.counters = Counters("frames_received", "frames_processed", "frames_rejected", "faces_found")
+        self._last_counts = self.counters.snapshot()
+        self._last_frame: float | None = None  # monotonic time of the last frame received
+        self._active_since: float | None = None  # monotonic time of activation; None while not active
+        self._source_error: str | None = None  # why the camera source failed, until it works again
+        self._input_ended = False  # a file source played to its end (not looping): no frames is expected
         self._pipeline: PerceptionPipeline | None = None
         self._pipeline_lock = threading.Lock()  # frames arrive on executor threads and the player
         self._vehicle: list[VehicleSample] = []
@@ -42,11 +51,29 @@ class PerceptionNode(LifecycleNode):
         self._image_sub = None
         self.declare_parameter("autostart", True)
         self.config: PerceptionConfig = declare_config(self, PerceptionConfig)
+        self.diagnostics = DiagnosticsPublisher(self, self.health)
 
     @property
     def uses_file_source(self) -> bool:
         c = self.config
         return bool(c.video_path or c.image_folder or c.webcam_index >= 0)
+
+    @property
+    def source_kind(self) -> str:
+        c = self.config
+        if c.video_path:
+            return "video"
+        if c.image_folder:
+            return "image_folder"
+        return "webcam" if c.webcam_index >= 0 else "topic"
+
+    @property
+    def frames(self) -> int:
+        return self.counters.get("frames_processed")
+
+    @property
+    def bad_frames(self) -> int:
+        return self.counters.get("frames_rejected")
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -58,7 +85,9 @@ class PerceptionNode(LifecycleNode):
                 open_source(self.config).close()  # fail now, with the file named, not in the player
         except (SourceError, VehicleSignalError, OSError) as error:
             self.get_logger().error(f"cannot configure perception: {error}")
+            self._source_error = str(error)
             return TransitionCallbackReturn.FAILURE
+        self._source_error = None
         self._obs_pub = self.create_lifecycle_publisher(DriverObservation, topics.DRIVER_OBSERVATION, RELIABLE)
         self._vehicle_pub = self.create_lifecycle_publisher(VehicleSignals, topics.VEHICLE_SIGNALS, RELIABLE)
         return super().on_configure(state)
@@ -67,6 +96,7 @@ class PerceptionNode(LifecycleNode):
         result = super().on_activate(state)
         self._stop.clear()
         self._start_times = (time.monotonic(), self.get_clock().now().nanoseconds * 1e-9)
+        self._active_since, self._input_ended = time.monotonic(), False
         self._threads = []
         if self._vehicle:
             self._threads.append(threading.Thread(target=self._replay_vehicle, name="vehicle-replay", daemon=True))
@@ -84,6 +114,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
+        self._active_since = None
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -92,6 +123,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
+        self._active_since = None
         self._close_pipeline()
         return super().on_shutdown(state)
 
@@ -117,6 +149,7 @@ class PerceptionNode(LifecycleNode):
 
     # --- inputs ----------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
+        self._frame_arrived()
         try:
             frame = decode_image(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data),
                                  bool(msg.is_bigendian))
@@ -131,25 +164,30 @@ class PerceptionNode(LifecycleNode):
         wall_start, clock_start = self._start_times
         offset = 0.0
         while not self._stop.is_set():
-            try:
-                source = open_source(self.config)
+            last_t = offset
+            try:  # image folders raise while iterating (an undecodable file), videos only on open
+                with open_source(self.config) as source:
+                    self._source_error = None  # (re)opened: a failure before is over
+                    for media_t, frame in source:
+                        self._frame_arrived()
+                        t = offset + media_t
+                        last_t = t
+                        if rate > 0:
+                            delay = wall_start + t / rate - time.monotonic()
+                            if delay > 0 and self._stop.wait(delay):
+                                return
+                        elif self._stop.is_set():
+                            return
+                        self._process(frame, clock_start + t, self.config.frame_id)
             except SourceError as error:
                 self.get_logger().error(str(error))
+                self._source_error = str(error)
                 return
-            last_t = offset
-            with source:
-                for media_t, frame in source:
-                    t = offset + media_t
-                    last_t = t
-                    if rate > 0:
-                        delay = wall_start + t / rate - time.monotonic()
-                        if delay > 0 and self._stop.wait(delay):
-                            return
-                    elif self._stop.is_set():
-                        return
-                    self._process(frame, clock_start + t, self.config.frame_id)
             self.get_logger().info(f"end of input after {self.frames} frames ({self.bad_frames} bad)")
+            if self.source_kind == "webcam" and not self._stop.is_set():
+                self._source_error = f"webcam {self.config.webcam_index} stopped delivering frames"
             if not self.config.loop:
+                self._input_ended = True
                 return
             offset = last_t + 0.1
 
@@ -180,13 +218,50 @@ class PerceptionNode(LifecycleNode):
             except Exception as error:  # noqa: BLE001 - a node never dies on one frame
                 self._count_bad(f"unexpected error processing a frame: {error!r}")
                 return
-        self.frames += 1
+        self.counters.increment("frames_processed")
+        if observation.face_found:
+            self.counters.increment("faces_found")
         self._obs_pub.publish(observation_to_msg(observation, frame_id))
 
+    def _frame_arrived(self) -> None:
+        self.counters.increment("frames_received")
+        self._last_frame = time.monotonic()
+
     def _count_bad(self, reason: str) -> None:
-        self.bad_frames += 1
-        self.get_logger().warning(f"skipped frame ({self.bad_frames} so far): {reason}",
-                                  throttle_duration_sec=5.0)
+        count = self.counters.increment("frames_rejected")
+        self.get_logger().warning(f"skipped frame ({count} so far): {reason}", throttle_duration_sec=5.0)
+
+    # --- health ----------------------------------------------------------------------------------
+    def health(self) -> HealthReport:
+        """ERROR when the source failed; WARN for a stalled camera, rejected frames or a face mostly not found."""
+        counts = self.counters.snapshot()
+        recent = changes(counts, self._last_counts)
+        self._last_counts = counts
+        now = time.monotonic()
+        last_frame, active_since = self._last_frame, self._active_since
+        processed = recent["frames_processed"]
+        face_fraction = recent["faces_found"] / processed if processed else math.nan
+        problems = []
+        if self._source_error:
+            problems.append((ERROR, f"{self.source_kind} source failed: {self._source_error}"))
+        elif active_since is not None and not self._input_ended:
+            waiting_s = now - max(active_since, last_frame or active_since)
+            if waiting_s > NO_FRAME_WARN_S:
+                problems.append((WARN, f"no frame for {waiting_s:.1f} s"))
+        if recent["frames_rejected"]:
+            problems.append((WARN, f"{recent['frames_rejected']} frames rejected in the last period"))
+        if face_fraction < FACE_FOUND_WARN_BELOW:  # False for NaN: no frames is the stall check's business
+            problems.append((WARN, f"face found in {face_fraction:.0%} of the last {processed} frames"))
+        values = {
+            "source": self.source_kind,
+            "active": active_since is not None,
+            **counts,
+            "face_found_fraction": face_fraction,
+            "last_frame_age_s": now - last_frame if last_frame is not None else math.nan,
+        }
+        idle_message = "end of input" if self._input_ended else "inactive"
+        ok_message = "processing" if active_since is not None and not self._input_ended else idle_message
+        return summarize(problems, values, ok_message=ok_message)
 
 
 def main(args: list[str] | None = None) -> int:

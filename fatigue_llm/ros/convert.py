@@ -9,8 +9,8 @@ from fatigue_msgs.msg import DriverEvent as DriverEventMsg
 from fatigue_msgs.msg import DriverObservation, Intervention, VehicleSignals
 from fatigue_msgs.msg import FatigueFeatures as FatigueFeaturesMsg
 
-from fatigue_llm.features.types import FatigueFeatures
-from fatigue_llm.intervention.types import InterventionDecision
+from fatigue_llm.features.types import FatigueFeatures, RangeViolation, sanitize
+from fatigue_llm.intervention.types import InterventionDecision, Level
 from fatigue_llm.perception.types import DriverEvent, EventType, FrameObservation, VehicleSample
 
 
@@ -127,6 +127,14 @@ def msg_to_features(msg: FatigueFeaturesMsg) -> FatigueFeatures:
     )
 
 
+def msg_to_features_checked(msg: FatigueFeaturesMsg) -> tuple[FatigueFeatures, list[RangeViolation]]:
+    """``msg_to_features``, then ``sanitize``: out-of-range (or infinite) floats become NaN, bad counts 0.
+
+    Returns the features the policy may act on and the violations found (empty for a sound message).
+    """
+    return sanitize(msg_to_features(msg))
+
+
 def decision_to_msg(decision: InterventionDecision, stamp: Time) -> Intervention:
     msg = Intervention()
     msg.header.stamp = stamp
@@ -141,3 +149,17 @@ def decision_to_msg(decision: InterventionDecision, stamp: Time) -> Intervention
     msg.escalated = decision.escalated
     msg.explanation = decision.explanation
     return msg
+
+
+def msg_to_decision(msg: Intervention) -> InterventionDecision:
+    """Raises ValueError for an unknown level or action, or a message over the length limit."""
+    try:
+        level = Level(msg.level)
+    except ValueError:
+        raise ValueError(f"Intervention level {msg.level} is not one of {[int(v) for v in Level]}") from None
+    return InterventionDecision(
+        level=level, action=msg.action, message=msg.message, source=msg.source,
+        confidence=min(max(float(msg.confidence), 0.0), 1.0), escalated=msg.escalated,
+        explanation=msg.explanation, id=msg.id, follows_id=msg.follows_id,
+        timestamp_s=time_to_seconds(msg.header.stamp),
+    )

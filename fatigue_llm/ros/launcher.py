@@ -2,8 +2,9 @@
 
 Built from the same description as launch/vehicle.launch.py (fatigue_llm.nodeset), so both
 start the same executables with the same parameters. Streams each node's output with a
-``[name]`` prefix and stops all nodes cleanly on Ctrl-C / SIGTERM (SIGINT to each node,
-then SIGTERM, then SIGKILL for stragglers).
+``[name]`` prefix, reports a node that dies (exit code or signal, its last lines), restarts
+it when its spec has ``respawn`` (as launch_ros does), and stops all nodes cleanly on
+Ctrl-C / SIGTERM (SIGINT to each node, then SIGTERM, then SIGKILL for stragglers).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -60,34 +62,94 @@ def node_command(spec: NodeSpec, params_file: Path, overrides: dict[str, str], n
     return command
 
 
+LAST_LINES = 20  # output lines kept per node for its death report
+
+
 @dataclass
 class RunningNode:
     spec: NodeSpec
     process: subprocess.Popen
     pump: threading.Thread
+    lines: deque[str]            # the node's last output lines, filled by the pump thread
+    reported: bool = False       # its exit has been handled (logged, maybe respawned)
 
 
-def _pump(name: str, stream, out: TextIO, lock: threading.Lock) -> None:
+@dataclass(frozen=True)
+class NodeExit:
+    """A node that exited on its own, not because the launcher stopped it."""
+
+    name: str
+    code: int                    # Popen returncode: negative when killed by a signal
+    signal: str | None           # "SIGSEGV" when killed by a signal, else None
+    last_lines: tuple[str, ...]
+    at: float                    # time.time() when the exit was seen
+    respawn: bool                # the node's spec restarts it
+
+    @property
+    def failed(self) -> bool:
+        return self.code != 0
+
+    @property
+    def exit_status(self) -> int:
+        """Shell-style status: the exit code, or 128 + the signal number."""
+        return self.code if self.code >= 0 else 128 - self.code
+
+    def describe(self) -> str:
+        if self.signal:
+            return f"{self.name} died: killed by signal {self.signal} ({self.code})"
+        return f"{self.name} died: exit code {self.code}" if self.code else f"{self.name} exited: exit code 0"
+
+
+def _signal_name(code: int) -> str | None:
+    if code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _pump(name: str, stream, out: TextIO, lock: threading.Lock, lines: deque[str]) -> None:
     for line in stream:
+        line = line.rstrip("\n")
+        lines.append(line)
         with lock:
-            out.write(f"[{name}] {line}" if line.endswith("\n") else f"[{name}] {line}\n")
+            out.write(f"[{name}] {line}\n")
             out.flush()
 
 
 class Launcher:
-    """Starts, watches and stops one node set."""
+    """Starts, watches (respawning where the spec says so) and stops one node set.
+
+    ``poll()`` (called by ``wait()``, or by a caller's own loop) notices exits and performs
+    due respawns; nothing restarts a node while no one polls.
+    """
 
     def __init__(self, launch: str, params_file: Path | None = None, arguments: dict[str, str] | None = None,
-                 out: TextIO = sys.stdout, env: dict[str, str] | None = None) -> None:
-        if launch not in LAUNCHES:
-            raise ConfigError(f"unknown launch '{launch}'; available: {', '.join(sorted(LAUNCHES))}")
-        self.specs, _ = LAUNCHES[launch]
+                 out: TextIO = sys.stdout, env: dict[str, str] | None = None,
+                 specs: tuple[NodeSpec, ...] | None = None) -> None:
+        if specs is None:
+            if launch not in LAUNCHES:
+                raise ConfigError(f"unknown launch '{launch}'; available: {', '.join(sorted(LAUNCHES))}")
+            specs, _ = LAUNCHES[launch]
+        self.specs: tuple[NodeSpec, ...] = specs
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.arguments = arguments or {}
         self.out = out
         self.env = ros_environment(env)
-        self.nodes: list[RunningNode] = []
-        self._lock = threading.Lock()
+        self.nodes: list[RunningNode] = []          # the current process of each started node
+        self.exits: list[NodeExit] = []             # every exit on its own, in order
+        self.restarts: dict[str, int] = {spec.name: 0 for spec in self.specs}
+        self._commands: dict[str, list[str]] = {}
+        self._respawn_due: dict[str, float] = {}    # node name -> time.monotonic() of its restart
+        self._stopping = False
+        self._lock = threading.Lock()               # output
+        self._state = threading.RLock()             # nodes / exits / respawns between poll() and stop()
+
+    @property
+    def failures(self) -> list[NodeExit]:
+        """Exits on their own with a non-zero code or a signal."""
+        return [record for record in self.exits if record.failed]
 
     def start(self) -> None:
         """Validate parameters and inputs, then start every node. Raises ConfigError on bad input."""
@@ -97,24 +159,33 @@ class Launcher:
         if video and not Path(video).is_file():
             raise ConfigError(f"video file not found: {video}")
         namespace = self.arguments.get("namespace", "")
-        for spec in self.specs:
-            command = node_command(spec, self.params_file, parameter_overrides(spec, self.arguments), namespace)
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       env=self.env, start_new_session=True)
-            pump = threading.Thread(target=_pump, args=(spec.name, process.stdout, self.out, self._lock),
-                                    daemon=True)
-            pump.start()
-            self.nodes.append(RunningNode(spec, process, pump))
-            self.log(f"started {spec.name} (pid {process.pid})")
+        with self._state:
+            for spec in self.specs:
+                self._commands[spec.name] = node_command(spec, self.params_file,
+                                                         parameter_overrides(spec, self.arguments), namespace)
+                self._spawn(spec)
+
+    def _spawn(self, spec: NodeSpec) -> None:
+        process = subprocess.Popen(self._commands[spec.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=self.env, start_new_session=True)
+        lines: deque[str] = deque(maxlen=LAST_LINES)
+        pump = threading.Thread(target=_pump, args=(spec.name, process.stdout, self.out, self._lock, lines),
+                                daemon=True)
+        pump.start()
+        node = RunningNode(spec, process, pump, lines)
+        # a respawned node replaces its dead predecessor
+        self.nodes = [n for n in self.nodes if n.spec.name != spec.name] + [node]
+        self.log(f"started {spec.name} (pid {process.pid})")
 
     def _default_to_sample_drive(self) -> None:
         """With no camera input named anywhere, play the bundled sample drive in a loop.
 
         This machine has no camera; on a vehicle name one with --image-topic (or use ros2 launch).
         """
-        if any(self.arguments.get(name) for name in ("video", "image_topic")):
+        camera = next((spec for spec in self.specs if "video" in spec.argument_overrides), None)
+        if camera is None or any(self.arguments.get(name) for name in ("video", "image_topic")):
             return
-        perception = read_parameter_file(self.params_file, "perception")
+        perception = read_parameter_file(self.params_file, camera.name)
         if any(perception.get(name) for name in ("video_path", "image_folder")) or \
                 perception.get("webcam_index", -1) >= 0:
             return
@@ -126,27 +197,65 @@ class Launcher:
                  "(use --image-topic TOPIC or --video FILE for your own)")
 
     def log(self, text: str) -> None:
+        # one write for a multi-line report, so output filters see it whole
+        block = "".join(f"[launch] {line}\n" for line in text.split("\n"))
         with self._lock:
-            self.out.write(f"[launch] {text}\n")
+            self.out.write(block)
             self.out.flush()
 
     def running(self) -> list[RunningNode]:
         return [node for node in self.nodes if node.process.poll() is None]
 
+    def poll(self) -> bool:
+        """Report nodes that exited on their own, start due respawns. True while anything runs or will."""
+        with self._state:
+            if self._stopping:
+                return False
+            self._collect_exits(respawn=True)
+            now = time.monotonic()
+            for name, due in list(self._respawn_due.items()):
+                if due <= now:
+                    del self._respawn_due[name]
+                    self.restarts[name] += 1
+                    self._spawn(next(spec for spec in self.specs if spec.name == name))
+            return bool(self.running() or self._respawn_due)
+
+    def _collect_exits(self, respawn: bool) -> None:
+        for node in self.nodes:
+            if node.reported or node.process.poll() is None:
+                continue
+            node.reported = True
+            node.pump.join(timeout=1.0)  # its last lines may still be in the pipe
+            code = node.process.returncode
+            record = NodeExit(node.spec.name, code, _signal_name(code), tuple(node.lines), time.time(),
+                              node.spec.respawn)
+            self.exits.append(record)
+            report = record.describe()
+            if record.failed and record.last_lines:
+                report += f"\n  last {len(record.last_lines)} lines of {record.name}:"
+                report += "".join(f"\n    {line}" for line in record.last_lines)
+            self.log(report)
+            if respawn and node.spec.respawn:
+                delay = node.spec.respawn_delay
+                self.log(f"respawning {record.name} in {delay:g} s (restart #{self.restarts[record.name] + 1})")
+                self._respawn_due[record.name] = time.monotonic() + delay
+
     def wait(self, stop: threading.Event, poll_s: float = 0.2) -> None:
-        """Block until ``stop`` is set or every node has exited, reporting exits as they happen."""
-        reported: set[int] = set()
-        while not stop.wait(poll_s):
-            for node in self.nodes:
-                code = node.process.poll()
-                if code is not None and node.process.pid not in reported:
-                    reported.add(node.process.pid)
-                    self.log(f"{node.spec.name} exited with code {code}")
-            if not self.running():
-                return
+        """Block until ``stop`` is set or every node has exited for good, reporting exits as they happen."""
+        while self.poll() and not stop.wait(poll_s):
+            pass
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int:
-        """Stop all nodes; returns the worst exit code among nodes that failed on their own."""
+        """Stop all nodes (cancelling pending respawns). Returns non-zero when a node failed.
+
+        The status is the worst of: a non-respawning node that failed on its own (its code, or
+        128 + signal number) and a node that exited non-zero when we stopped it.
+        """
+        with self._state:
+            self._collect_exits(respawn=False)  # exits before now were the nodes' own
+            self._stopping = True
+            self._respawn_due.clear()
+            stopped = [node for node in self.nodes if not node.reported]
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             alive = self.running()
             if not alive:
@@ -158,17 +267,15 @@ class Launcher:
                 time.sleep(0.05)
         for node in self.nodes:
             node.pump.join(timeout=2.0)
-        codes = [node.process.returncode or 0 for node in self.nodes]
         # an interrupted node exits 0 or -SIGINT; anything else positive is a real failure
-        failures = [code for code in codes if code > 0]
+        statuses = [code for node in stopped if (code := node.process.returncode or 0) > 0]
+        statuses += [record.exit_status for record in self.failures if not record.respawn]
         self.log("all nodes stopped")
-        return max(failures, default=0)
+        return max(statuses, default=0)
 
 
-def run_launch(launch: str, params_file: str | None, arguments: dict[str, str],
-               duration_s: float | None = None) -> int:
-    """CLI body: start, wait for Ctrl-C/SIGTERM (or ``duration_s``), stop. Returns the exit code."""
-    launcher = Launcher(launch, Path(params_file) if params_file else None, arguments)
+def run_launcher(launcher: Launcher, duration_s: float | None = None) -> int:
+    """Start, wait for Ctrl-C/SIGTERM (or ``duration_s``, or every node gone), stop. Returns the exit code."""
     stop = threading.Event()
 
     def request_stop(signum, _frame) -> None:
@@ -176,13 +283,22 @@ def run_launch(launch: str, params_file: str | None, arguments: dict[str, str],
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
     try:
         launcher.start()
-        if duration_s is not None:
-            threading.Timer(duration_s, stop.set).start()
+        if timer is not None:
+            timer.start()
         launcher.wait(stop)
     finally:
+        if timer is not None:
+            timer.cancel()
         code = launcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+def run_launch(launch: str, params_file: str | None, arguments: dict[str, str],
+               duration_s: float | None = None) -> int:
+    """CLI body of ``fatigue-llm launch``. Returns the exit code."""
+    return run_launcher(Launcher(launch, Path(params_file) if params_file else None, arguments), duration_s)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 
@@ -24,7 +24,8 @@ def autostart(node: LifecycleNode) -> bool:
     return node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE  # noqa: SLF001
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None,
+             executor_factory: Callable[[], Executor] = SingleThreadedExecutor) -> int:
     """Create and spin one node until Ctrl-C/SIGTERM. Returns the process exit code.
 
     Bad parameters (malformed file, invalid value) end the process with code 2 and a message
@@ -44,10 +45,10 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         if wants_autostart and not autostart(node):
             node.get_logger().fatal("configuration failed; see the errors above")
             return 1
-        # Single-threaded: every callback is short (slow work has its own threads), and rclpy's
+        # Single-threaded by default: every callback is short (slow work has its own threads), and rclpy's
         # MultiThreadedExecutor left a ready subscription waiting behind the mutually exclusive
         # default group's timer: rule alerts were measured up to 2.5 s late (bench_intervention_node).
-        executor = SingleThreadedExecutor()
+        executor = executor_factory()
         executor.add_node(node)
         executor.spin()
     except ConfigError as error:

@@ -9,6 +9,7 @@ import pytest
 from fatigue_llm.config import ConfigError, load_config, read_parameter_file
 from fatigue_llm.features.config import FeatureConfig
 from fatigue_llm.intervention.config import InterventionConfig
+from fatigue_llm.llm.config import LlmConfig
 from fatigue_llm.nodeset import VEHICLE_NODES
 from fatigue_llm.perception.config import PerceptionConfig
 
@@ -29,7 +30,7 @@ def test_vehicle_yaml_loads_every_node_and_overrides_defaults(repo):
     assert perception.microsleep_duration == 1.0
     # every key in the file is a real parameter of its node (a typo would silently do nothing)
     classes = {"perception": PerceptionConfig, "feature_processor": FeatureConfig,
-               "intervention": InterventionConfig}
+               "intervention": InterventionConfig, "llm": LlmConfig}
     for spec in VEHICLE_NODES:
         names = set(read_parameter_file(params, spec.name))
         known = set(classes[spec.name].__dataclass_fields__)

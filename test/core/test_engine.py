@@ -12,8 +12,10 @@ from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.engine import EngineError, InterventionEngine, rule_decision_for
 from fatigue_llm.intervention.models import ModelError
 from fatigue_llm.intervention.types import ACTIONS, LEVEL_ACTION_CHOICES, Level, Source
+from fatigue_llm.llm.config import LlmConfig
 
-CONFIG = InterventionConfig(generation_deadline=120.0, effectiveness_window=60.0)
+CONFIG = LlmConfig(generation_deadline=120.0, effectiveness_window=60.0)
+RULES = InterventionConfig()
 TIRED = FatigueFeatures(timestamp_s=100.0, window_duration=60.0, eye_closure_ratio=0.22,
                         blink_frequency=31.0, time_awake=17.0, time_driving=5400.0)
 MICROSLEEP = FatigueFeatures(timestamp_s=200.0, window_duration=60.0, eye_closure_ratio=0.35,
@@ -30,7 +32,7 @@ class FakeBackend(Backend):
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def generate(self, messages, max_new_tokens, deadline_s, json_schema=None, prefix_embeds=None):
+    def generate(self, messages, max_new_tokens, deadline_s, json_schema=None, prefix_embeds=None, on_text=None):
         pieces = tuple(self.text[i:i + 4] for i in range(0, len(self.text), 4))
         logprobs = tuple(-0.1 for _ in pieces)
         return Generation(self.text, tuple(range(len(pieces))), logprobs, 0.01, 0.02, pieces)
@@ -60,7 +62,7 @@ def engine(tmp_path_factory):
 
 
 def test_llm_decision_is_explained_with_features_and_cases(engine):
-    rule = rule_decision_for(TIRED, CONFIG)
+    rule = rule_decision_for(TIRED, RULES)
     assert rule.level == Level.WARNING
     cases_before = len(engine._parts.store)
     decision = engine.advise(TIRED, rule)
@@ -74,8 +76,18 @@ def test_llm_decision_is_explained_with_features_and_cases(engine):
     assert engine.prefix_tokens_cached > 100
 
 
+def test_message_streams_while_the_model_writes(engine):
+    streamed: list[str] = []
+    decision = engine.advise(TIRED, rule_decision_for(TIRED, RULES), on_message=streamed.append)
+    assert decision.source == "local_llm"
+    assert streamed, "no text was streamed"
+    assert all(a and b.startswith(a) and a != b for a, b in zip(streamed, streamed[1:], strict=False))
+    # what was streamed is the model's own message; the published one is it, trimmed or catalogue text
+    assert decision.message.rstrip(".!") in streamed[-1] or "catalogue text" in decision.explanation
+
+
 def test_critical_is_escalated_and_followups_are_polled(engine):
-    decision = engine.advise(MICROSLEEP, rule_decision_for(MICROSLEEP, CONFIG))
+    decision = engine.advise(MICROSLEEP, rule_decision_for(MICROSLEEP, RULES))
     assert decision.source == Source.LOCAL_LLM and decision.level == Level.CRITICAL
     assert decision.escalated and "escalated to the cloud" in decision.explanation
     followups = engine.poll_followups()
@@ -83,7 +95,7 @@ def test_critical_is_escalated_and_followups_are_polled(engine):
 
 
 def test_effectiveness_is_recorded_after_the_window(engine):
-    engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
+    engine.advise(TIRED, rule_decision_for(TIRED, RULES))
     scored = engine.observe(RECOVERED)
     assert scored and all(0.0 <= value <= 1.0 for _, value in scored)
     case_id, value = scored[-1]
@@ -95,7 +107,7 @@ def test_deadline_exceeded_falls_back_to_the_rule(tmp_path):
     engine = InterventionEngine(config, state_dir=tmp_path)
     engine.load()
     try:
-        rule = rule_decision_for(TIRED, config)
+        rule = rule_decision_for(TIRED, RULES)
         decision = engine.advise(TIRED, rule)
     finally:
         engine.close()
@@ -108,7 +120,7 @@ def advise_with_answer(state_dir, text: str):
     engine = InterventionEngine(CONFIG, backend=FakeBackend(text), state_dir=state_dir)
     engine.load()
     try:
-        return engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
+        return engine.advise(TIRED, rule_decision_for(TIRED, RULES))
     finally:
         engine.close()
 
@@ -142,13 +154,13 @@ def test_corrupt_model_path_is_a_clear_error(tmp_path):
 def test_advise_before_load_is_an_error(tmp_path):
     engine = InterventionEngine(CONFIG, state_dir=tmp_path)
     with pytest.raises(EngineError, match="not loaded"):
-        engine.advise(TIRED, rule_decision_for(TIRED, CONFIG))
+        engine.advise(TIRED, rule_decision_for(TIRED, RULES))
     assert engine.observe(TIRED) == [] and engine.poll_followups() == []
     engine.close()  # closing an unloaded engine is harmless
 
 
 def test_rule_decision_for_quiet_features_is_info():
-    decision = rule_decision_for(RECOVERED, CONFIG)
+    decision = rule_decision_for(RECOVERED, RULES)
     assert decision.level == Level.INFO and decision.action == "none" and decision.source == Source.RULE
 
 
@@ -167,7 +179,7 @@ def test_transformers_engine_uses_a_trained_projector_as_soft_prompt(tmp_path):
     engine.load()
     try:
         assert engine._parts.projector is not None
-        decision = engine.advise(TIRED, rule_decision_for(TIRED, config))
+        decision = engine.advise(TIRED, rule_decision_for(TIRED, RULES))
     finally:
         engine.close()
     assert decision.level >= Level.WARNING and decision.source in (Source.LOCAL_LLM, Source.RULE)

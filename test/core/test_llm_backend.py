@@ -14,10 +14,10 @@ from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.backends import BackendError, GenerationTimeout, create_backend
 from fatigue_llm.intervention.backends.base import schema_regex
 from fatigue_llm.intervention.backends.llamacpp import LlamaCppBackend
-from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.models import ModelError, embedded_model_path, make_random_llama, resolve_model
 from fatigue_llm.intervention.prompt import answer_schema, build_messages, parse_answer, system_prompt
 from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source
+from fatigue_llm.llm.config import LlmConfig
 
 SYSTEM = [{"role": "system", "content": system_prompt(100)}]
 FEATURES = [
@@ -143,11 +143,11 @@ def test_missing_and_corrupt_models_give_clear_errors(tmp_path):
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="not a GGUF"):
-        create_backend(InterventionConfig(model_path=str(corrupt)))
+        create_backend(LlmConfig(model_path=str(corrupt)))
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(embedded_model_path().read_bytes()[:4096])
     with pytest.raises(ModelError, match="could not load"):
-        create_backend(InterventionConfig(model_path=str(truncated)))
+        create_backend(LlmConfig(model_path=str(truncated)))
     with pytest.raises(ModelError, match="neither config.json"):
         resolve_model(tmp_path)
 
@@ -160,7 +160,7 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
 
 def test_llamacpp_backend_needs_a_gguf(tiny_llama):
     with pytest.raises(BackendError, match="needs a GGUF"):
-        create_backend(InterventionConfig(model_path=str(tiny_llama)))
+        create_backend(LlmConfig(model_path=str(tiny_llama)))
 
 
 def test_random_llama_has_a_matching_tokenizer(tiny_llama):
@@ -171,7 +171,7 @@ def test_random_llama_has_a_matching_tokenizer(tiny_llama):
 
 
 def test_transformers_constrained_answer_soft_prompt_and_prefix_cache(tiny_llama):
-    backend = create_backend(InterventionConfig(backend="transformers", model_path=str(tiny_llama)))
+    backend = create_backend(LlmConfig(backend="transformers", model_path=str(tiny_llama)))
     try:
         prefix = backend.cache_prefix(SYSTEM)
         schema = answer_schema(Level.WARNING, 60)
@@ -196,7 +196,7 @@ def test_transformers_constrained_answer_soft_prompt_and_prefix_cache(tiny_llama
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["int8_dynamic", "bnb_nf4"])
 def test_transformers_quantized_backends_generate(tiny_llama, quantization):
-    config = InterventionConfig(backend="transformers", model_path=str(tiny_llama), quantization=quantization)
+    config = LlmConfig(backend="transformers", model_path=str(tiny_llama), quantization=quantization)
     backend = create_backend(config)
     try:
         generation = backend.generate(_messages(0), 12, 600.0, json_schema=answer_schema(Level.WARNING))
@@ -207,7 +207,7 @@ def test_transformers_quantized_backends_generate(tiny_llama, quantization):
 
 def test_lora_folder_must_hold_safetensors(tiny_llama, tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    config = InterventionConfig(backend="transformers", model_path=str(tiny_llama), lora_path=str(tmp_path))
+    config = LlmConfig(backend="transformers", model_path=str(tiny_llama), lora_path=str(tmp_path))
     with pytest.raises(ModelError, match="adapter_model.safetensors"):
         create_backend(config)
 

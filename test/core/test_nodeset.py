@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from fatigue_llm.nodeset import LAUNCHES, VEHICLE_NODES, console_scripts, parameter_overrides
+from fatigue_llm.nodeset import LAUNCHES, VEHICLE_NODES, NodeSpec, console_scripts, parameter_overrides
 from fatigue_llm.ros.launcher import node_command
 
 
@@ -69,3 +69,30 @@ def test_launcher_plays_the_sample_drive_only_when_no_camera_input_is_named(repo
     assert bare.arguments["loop"] == "true"
     overrides = parameter_overrides(VEHICLE_NODES[0], bare.arguments)
     assert overrides["video_path"] == bare.arguments["video"] and overrides["loop"] == "true"
+
+
+def test_node_specs_respawn_fields_default_off_and_the_launch_file_passes_them(repo):
+    plain = NodeSpec(name="n", executable="n_node", module="m", config="m:C")
+    assert (plain.respawn, plain.respawn_delay) == (False, 0.0)
+    llm = NodeSpec(name="llm", executable="llm_node", module="m", config="m:C", respawn=True, respawn_delay=2.0)
+    assert (llm.respawn, llm.respawn_delay) == (True, 2.0)
+    with pytest.raises(ValueError, match="respawn_delay"):
+        NodeSpec(name="n", executable="n_node", module="m", config="m:C", respawn_delay=-1.0)
+    source = (repo / "launch" / "vehicle.launch.py").read_text()
+    node_call = next(node for node in ast.walk(ast.parse(source))
+                     if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node")
+    keywords = {kw.arg: ast.unparse(kw.value) for kw in node_call.keywords}
+    assert keywords["respawn"] == "spec.respawn" and keywords["respawn_delay"] == "spec.respawn_delay"
+
+
+def test_our_launcher_takes_explicit_specs_and_keeps_the_named_launch(repo):
+    from fatigue_llm.ros.launcher import Launcher
+
+    params = repo / "config" / "vehicle.yaml"
+    specs = (NodeSpec(name="llm", executable="llm_node", module="m", config="m:C", respawn=True, respawn_delay=2.0),)
+    explicit = Launcher("test", params, {}, specs=specs)
+    assert explicit.specs == specs and explicit.restarts == {"llm": 0} and explicit.failures == []
+    named = Launcher("vehicle", params, {})
+    assert named.specs == LAUNCHES["vehicle"][0]
+    explicit._default_to_sample_drive()  # no node takes a video: nothing to default
+    assert "video" not in explicit.arguments

@@ -155,3 +155,13 @@ def test_messages_that_echo_codes_or_measurements_do_not_speak_to_the_driver():
         assert not speaks_to_driver(message), message
     assert speaks_to_driver("Your eyes keep closing. Take a break at the next exit.")
     assert speaks_to_driver("You have been awake for 17 hours. Rest within 15 minutes.")  # two figures
+
+
+def test_partial_message_reads_the_message_of_an_unfinished_answer():
+    from fatigue_llm.intervention.prompt import partial_message
+
+    assert partial_message('{"level": "WARNING", "action": "audio_chime"') is None
+    assert partial_message('{"level": "WARNING", "message": "') == ""
+    assert partial_message('{"level": "WARNING", "message": "Take a br') == "Take a br"
+    assert partial_message('{"message": "Say \\"stop\\" now", "x": 1}') == 'Say "stop" now'
+    assert partial_message('{"message": "cut inside an escape \\') == "cut inside an escape "  # not half of it

@@ -33,9 +33,9 @@ from fatigue_llm.intervention.cloud import (  # noqa: E402
     Escalator,
     build_escalation_payload,
 )
-from fatigue_llm.intervention.config import InterventionConfig  # noqa: E402
 from fatigue_llm.intervention.outbox import DEAD, SENT  # noqa: E402
 from fatigue_llm.intervention.types import ACTIONS, InterventionDecision, Level, Source  # noqa: E402
+from fatigue_llm.llm.config import LlmConfig  # noqa: E402
 
 TOKEN_ENV = "FATIGUE_LLM_TEST_CLOUD_TOKEN"
 TOKEN = "sk-test-7f3a9c1e5b2d4f60-do-not-log"
@@ -66,7 +66,7 @@ def fast_client(url: str, timeout: float = 2.0, max_retries: int = 2) -> CloudCl
 
 def fast_escalator(tmp_path: Path, client: CloudClient, **kwargs) -> Escalator:
     options = {"retry_base_s": 0.1, "retry_max_s": 0.3, "idle_poll_s": 0.05, **kwargs}
-    config = InterventionConfig(cloud_enabled=True)
+    config = LlmConfig(cloud_enabled=True)
     return Escalator(config, tmp_path / "outbox.sqlite3", client=client, **options)
 
 
@@ -216,7 +216,7 @@ def llama(tmp_path_factory) -> Iterator[LlamaServer]:
 # --------------------------------------------------------------------------------------------- real server
 @pytest.mark.slow
 def test_escalation_to_real_server_gives_cloud_follow_up(llama, tmp_path):
-    config = InterventionConfig(cloud_enabled=True, cloud_url=llama.url, cloud_model="smollm2",
+    config = LlmConfig(cloud_enabled=True, cloud_url=llama.url, cloud_model="smollm2",
                                 cloud_api_key_env=TOKEN_ENV, cloud_timeout=120.0, cloud_max_retries=1)
     escalator = Escalator(config, tmp_path / "outbox.sqlite3")
     local = local_decision()

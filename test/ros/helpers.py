@@ -16,10 +16,11 @@ from rclpy.parameter import Parameter
 class Graph:
     """Nodes spinning in a background executor of their own context."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor_class=SingleThreadedExecutor, **executor_options) -> None:
         self.context = Context()
         rclpy.init(context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)  # as the nodes spin when deployed
+        # single-threaded as the nodes spin when deployed; the llm node spins a MultiThreadedExecutor
+        self.executor = executor_class(context=self.context, **executor_options)
         self.nodes: list[Node] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 
 def run_node(module: str, *ros_args: str) -> subprocess.CompletedProcess:
@@ -29,3 +32,24 @@ def test_wrong_parameter_type_is_reported():
     result = run_node("fatigue_llm.intervention.node", "-p", "cooldown:=soon")
     assert result.returncode == 2
     assert "cooldown" in result.stderr
+
+
+MODEL_LIBRARIES = ("libllama", "libggml", "libtorch", "faiss", "llama_cpp", "transformers")
+
+
+def test_intervention_process_loads_no_model_code():
+    """The safety path's process maps no LLM runtime: a crash there cannot take the alerts with it."""
+    process = subprocess.Popen([sys.executable, "-m", "fatigue_llm.intervention.node"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4.0)  # configured and active: every import it will ever do is done
+        assert process.poll() is None, process.communicate()[0]
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        loaded = sorted({name for name in MODEL_LIBRARIES if name in maps})
+        assert not loaded, f"intervention node mapped model code: {loaded}"
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{process.pid}/status").read_text().splitlines())
+        rss_mib = int(status["VmRSS"].split()[0]) / 1024
+        assert rss_mib < 250, f"intervention node RSS {rss_mib:.0f} MiB"  # rclpy + numpy, no model (~100 MiB)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from fatigue_llm.intervention.backends.base import Backend, BackendError, Generation, GenerationTimeout
-from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.models import resolve_model
+from fatigue_llm.llm.config import LlmConfig
 
 __all__ = ["Backend", "BackendError", "Generation", "GenerationTimeout", "create_backend"]
 
 
-def create_backend(config: InterventionConfig) -> Backend:
+def create_backend(config: LlmConfig) -> Backend:
     """The backend named by ``config.backend`` with ``config.model_path`` ("" = embedded SmolLM2).
 
     Raises ModelError (from fatigue_llm.intervention.models) when the model is missing or unusable,

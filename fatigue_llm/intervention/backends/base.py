@@ -12,10 +12,11 @@ import abc
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+TextListener = Callable[[str], None]  # called with the answer text generated so far, as it grows
 
 # Two user turns that differ from their first character: the token prefix shared by their renders
 # is the part of a prompt that depends on the system message alone, i.e. what can be cached.
@@ -83,12 +84,14 @@ class Backend(abc.ABC):
         deadline_s: float,
         json_schema: dict | None = None,
         prefix_embeds: object | None = None,
+        on_text: TextListener | None = None,
     ) -> Generation:
         """Generate the assistant's answer to ``messages`` with the model's own chat template.
 
         ``deadline_s`` is the time budget in seconds from the call; ``json_schema`` (a flat object
         schema, see ``schema_regex``) constrains the output; ``prefix_embeds`` is a soft prompt
-        (n_virtual_tokens x hidden) for backends with ``supports_soft_prompt``.
+        (n_virtual_tokens x hidden) for backends with ``supports_soft_prompt``; ``on_text`` receives
+        the answer text so far after each generated token (streaming to an HMI).
         Raises GenerationTimeout past the deadline and BackendError when generation fails.
         """
 

@@ -218,7 +218,8 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
 
     def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
-                 json_schema: dict | None = None, prefix_embeds: object | None = None) -> Generation:
+                 json_schema: dict | None = None, prefix_embeds: object | None = None,
+                 on_text=None) -> Generation:
         """See Backend.generate. Raises BackendError when a soft prompt is given (not supported here)
         or the prompt does not fit the context, GenerationTimeout past the deadline."""
         import llama_cpp
@@ -234,7 +235,7 @@ class LlamaCppBackend(Backend):
                                    f"n_ctx={self.llm.n_ctx()}")
             branches = template_fields(json_schema) if self.template_decoding else None
             if branches is not None:
-                return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline)
+                return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline, on_text)
             sampler = self._sampler(json_schema)
             cached = self._reuse(tokens)
             self.llm.n_tokens = cached
@@ -255,6 +256,8 @@ class LlamaCppBackend(Backend):
                 out.append(token)
                 logprobs.append(log_softmax_at(logits, token))
                 pieces.append(self.llm.detokenize([token]))
+                if on_text is not None:
+                    on_text(b"".join(pieces).decode("utf-8", errors="ignore"))
                 if deadline.expired():
                     partial = self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached,
                                                "timeout")
@@ -264,14 +267,14 @@ class LlamaCppBackend(Backend):
             return self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached, finish)
 
     def _generate_template(self, prompt_text: str, tokens: list[int], branches, max_new_tokens: int,
-                           deadline: Deadline) -> Generation:
+                           deadline: Deadline, on_text=None) -> Generation:
         cached = self._reuse(tokens)
         self.llm.n_tokens = cached
         context = _LlamaContext(self, prompt_text, deadline)
         pick = greedy_picker if self.temperature <= 0 else sampling_picker(self.temperature, self.seed)
         try:
             result = self._structured_decoder().decode(context, branches, len(tokens), max_new_tokens, pick,
-                                                       expired=deadline.expired)
+                                                       expired=deadline.expired, on_text=on_text)
         except TimeoutError as error:
             partial = error.args[1] if len(error.args) > 1 else None
             generation = None if partial is None else self._template_generation(

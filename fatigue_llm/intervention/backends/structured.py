@@ -166,13 +166,16 @@ class StructuredDecoder:
         self.string_ids = np.flatnonzero(clean | ends)
 
     def decode(self, context: Context, branches: Sequence[Branch], prompt_len: int, max_tokens: int,
-               pick: Picker = greedy_picker, expired: Callable[[], bool] = lambda: False) -> DecodeResult:
+               pick: Picker = greedy_picker, expired: Callable[[], bool] = lambda: False,
+               on_text: Callable[[str], None] | None = None) -> DecodeResult:
         """Decode one answer after the ``prompt_len`` prompt tokens of ``context.tokenize("")`` (the
         context may hold fewer of them yet: they are evaluated with the first batch).
 
         Raises TimeoutError (with the partial result as ``args[1]``) once ``expired()`` is true.
+        ``on_text`` receives the answer text so far whenever a free string grows by a token.
         """
         run = _Run(self, context, pick, expired, prompt_len, max_tokens)
+        run.on_text = on_text
         alive = list(branches)
         for index, spec in enumerate(alive[0]):
             opening = ("{" if index == 0 else ", ") + json.dumps(spec.name) + ': "'
@@ -197,6 +200,7 @@ class _Run:
         self.answer = ""
         self.logits: np.ndarray | None = None  # logits after the context's last token, when fresh
         self.result = DecodeResult(text="")
+        self.on_text: Callable[[str], None] | None = None
 
     def _check_time(self) -> None:
         if self.expired():
@@ -268,6 +272,8 @@ class _Run:
             self._record(token, log_softmax_at(logits, token))
             chosen.append(token)
             text += piece
+            if self.on_text is not None:
+                self.on_text(self.answer + text.decode("utf-8", errors="ignore"))
             if len(text.decode("utf-8", errors="replace")) >= max_chars:
                 text = text.decode("utf-8", errors="ignore")[:max_chars].encode()
                 self.result.finish_reason = "length"

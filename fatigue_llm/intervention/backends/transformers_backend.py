@@ -227,7 +227,8 @@ class TransformersBackend(Backend):
         return torch.cat([soft[None], embeds], dim=1)
 
     def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
-                 json_schema: dict | None = None, prefix_embeds: object | None = None) -> Generation:
+                 json_schema: dict | None = None, prefix_embeds: object | None = None,
+                 on_text=None) -> Generation:
         """See Backend.generate. Raises GenerationTimeout past the deadline, BackendError otherwise."""
         import torch
 
@@ -253,6 +254,8 @@ class TransformersBackend(Backend):
                     out.append(token)
                     logprobs.append(float(torch.log_softmax(logits, dim=-1)[token]))
                     text += self._piece(token)
+                    if on_text is not None:
+                        on_text(text)
                     if pattern is not None and pattern.fullmatch(text):
                         finish = "stop"
                         break
