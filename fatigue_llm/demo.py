@@ -53,6 +53,29 @@ def _format(msg, started: float) -> str:
             f"         \"{msg.message}\"\n         why: {msg.explanation}")
 
 
+LLM_READY_TIMEOUT_S = 180.0  # model load on a busy 2-core machine; alerts do not wait for it
+
+
+def _wait_for_llm(node, launcher: Launcher, timeout_s: float) -> float | None:
+    """Spin until the llm node serves Advise (seconds waited), or None after ``timeout_s``."""
+    import rclpy
+    from fatigue_msgs.action import Advise
+    from rclpy.action import ActionClient
+
+    from fatigue_llm import topics
+
+    client = ActionClient(node, Advise, "/" + topics.ADVISE_ACTION)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s and launcher.poll() and not _fatal(launcher):
+            if client.server_is_ready():
+                return time.monotonic() - started
+            rclpy.spin_once(node, timeout_sec=0.1)
+        return None
+    finally:
+        client.destroy()
+
+
 def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) -> int:
     import rclpy
     from fatigue_msgs.msg import Intervention
@@ -78,7 +101,14 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     print(f"[demo] playing {video_path} ({duration:.0f} s) through perception -> features -> intervention",
           flush=True)
     try:
-        launcher.start()
+        # the camera starts once the LLM serves advice, so the short sample drive shows both paths
+        # (on a vehicle nothing waits: alerts flow from the first frame, advice joins when ready)
+        launcher.start(hold=("perception",))
+        waited = _wait_for_llm(node, launcher, LLM_READY_TIMEOUT_S)
+        print(f"[demo] llm node ready after {waited:.1f} s" if waited is not None else
+              f"[demo] llm node not ready after {LLM_READY_TIMEOUT_S:.0f} s: rule alerts only", flush=True)
+        launcher.release("perception")
+        started = time.monotonic()
         deadline = time.monotonic() + duration + grace_s
         # poll() reports deaths (with their last lines) and respawns; a node that stays dead ends the demo
         while time.monotonic() < deadline and launcher.poll() and not _fatal(launcher):
@@ -104,7 +134,13 @@ def run_demo(video: str | None, params_file: str | None, grace_s: float = 20.0) 
     if not counts["CRITICAL"]:
         print(f"[demo] FAILED: no CRITICAL intervention arrived ({len(received)} interventions)", flush=True)
         return 1
-    print("[demo] OK: the sample drive's microsleeps raised a CRITICAL intervention", flush=True)
+    followups = sum(1 for m in received if m.source == "local_llm")
+    if not followups:
+        deaths = "; ".join(r.describe() for r in respawned) or "it never answered"
+        print(f"[demo] FAILED: no local_llm follow-up arrived ({deaths})", flush=True)
+        return 1
+    print(f"[demo] OK: the sample drive's microsleeps raised a CRITICAL rule alert at once, and the on-device "
+          f"LLM followed up {followups} alert(s)", flush=True)
     return 0
 
 

@@ -47,7 +47,9 @@ class InterventionNode(LifecycleNode):
         super().__init__("intervention", **node_options)
         self.policy: AlertPolicy | None = None
         self.counters = Counters()
-        self.pending: PendingAdvice | None = None  # at most one goal in flight: the newest
+        # goals in flight by rule id; the llm node answers one at a time and drops a queued goal that a
+        # newer one overtook, so this holds the running answer and the newest request
+        self.pending: dict[str, PendingAdvice] = {}
         self.llm_instances: list[str] = []         # llm processes that answered, in order
         self._publisher = None
         self._subscription = None
@@ -99,7 +101,7 @@ class InterventionNode(LifecycleNode):
         if self._sweep_timer is not None:
             self.destroy_timer(self._sweep_timer)
             self._sweep_timer = None
-        self.pending = None
+        self.pending.clear()
 
     def _destroy_client(self) -> None:
         if self._client is not None:
@@ -135,25 +137,23 @@ class InterventionNode(LifecycleNode):
             self.get_logger().warning(f"advice for {decision.id[:8]} dropped: the llm node is not available",
                                       throttle_duration_sec=5.0)
             return
-        if self.pending is not None:
-            self._abandon("superseded by a newer alert", "advice_dropped")
         goal = Advise.Goal(features=features_to_msg(features),
                            rule=decision_to_msg(decision, self.get_clock().now().to_msg()),
                            deadline=float(self.config.advice_timeout))
         pending = PendingAdvice(decision.id, time.monotonic())
-        self.pending = pending
+        self.pending[decision.id] = pending
         self.counters.increment("advice_requested")
         future = self._client.send_goal_async(goal)
         future.add_done_callback(lambda done: self._on_goal_response(pending, done))
 
     def _on_goal_response(self, pending: PendingAdvice, future) -> None:
         handle = future.result()
-        if self.pending is not pending:
+        if self.pending.get(pending.rule_id) is not pending:
             if handle is not None and handle.accepted:
                 handle.cancel_goal_async()  # abandoned meanwhile: free the model for newer work
             return
         if handle is None or not handle.accepted:
-            self.pending = None
+            del self.pending[pending.rule_id]
             self.counters.increment("advice_rejected")
             self.get_logger().warning(f"advice for {pending.rule_id[:8]} rejected by the llm node "
                                       "(model not loaded)")
@@ -162,13 +162,14 @@ class InterventionNode(LifecycleNode):
         handle.get_result_async().add_done_callback(lambda done: self._on_result(pending, done))
 
     def _on_result(self, pending: PendingAdvice, future) -> None:
-        if self.pending is not pending:
-            return  # abandoned (timeout or superseded) before the answer came
-        self.pending = None
+        if self.pending.get(pending.rule_id) is not pending:
+            return  # abandoned (past its deadline) before the answer came
+        del self.pending[pending.rule_id]
         response = future.result()
         result = response.result if response is not None else None
         if result is None or not result.intervention.id:
-            self.counters.increment("advice_failed")
+            self.counters.increment("advice_dropped" if "superseded" in (result.failure if result else "")
+                                    else "advice_failed")
             reason = result.failure if result is not None else "no result"
             self.get_logger().warning(f"advice for {pending.rule_id[:8]} failed: {reason}")
             return
@@ -191,18 +192,15 @@ class InterventionNode(LifecycleNode):
             self.llm_instances.append(instance)
 
     def _sweep(self) -> None:
-        pending = self.pending
-        if pending is None:
-            return
-        waited = time.monotonic() - pending.sent_s
-        if waited > self.config.advice_timeout:
-            gone = "" if self._client.server_is_ready() else "; the llm node is gone"
-            self._abandon(f"no result within {self.config.advice_timeout:.1f} s{gone}", "advice_timed_out")
+        now = time.monotonic()
+        for pending in list(self.pending.values()):
+            if now - pending.sent_s > self.config.advice_timeout:
+                gone = "" if self._client.server_is_ready() else "; the llm node is gone"
+                self._abandon(pending, f"no result within {self.config.advice_timeout:.1f} s{gone}",
+                              "advice_timed_out")
 
-    def _abandon(self, reason: str, counter: str) -> None:
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return
+    def _abandon(self, pending: PendingAdvice, reason: str, counter: str) -> None:
+        del self.pending[pending.rule_id]
         self.counters.increment(counter)
         self.get_logger().warning(f"advice for {pending.rule_id[:8]} abandoned after "
                                   f"{time.monotonic() - pending.sent_s:.1f} s: {reason}; the rule alert stands")
@@ -221,7 +219,7 @@ class InterventionNode(LifecycleNode):
         values["llm_enabled"] = self._client is not None
         llm_ready = self._client is not None and self._client.server_is_ready()
         values["llm_available"] = llm_ready
-        values["advice_pending"] = self.pending is not None
+        values["advice_pending"] = len(self.pending)
         if self.policy is None:
             return HealthReport("WARN", "not configured", values)
         if self._client is not None and not llm_ready:

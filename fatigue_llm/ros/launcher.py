@@ -151,8 +151,9 @@ class Launcher:
         """Exits on their own with a non-zero code or a signal."""
         return [record for record in self.exits if record.failed]
 
-    def start(self) -> None:
-        """Validate parameters and inputs, then start every node. Raises ConfigError on bad input."""
+    def start(self, hold: tuple[str, ...] = ()) -> None:
+        """Validate parameters and inputs, then start every node but those in ``hold`` (started later by
+        ``release``). Raises ConfigError on bad input."""
         validate_parameters(self.specs, self.params_file)
         self._default_to_sample_drive()
         video = self.arguments.get("video")
@@ -163,7 +164,15 @@ class Launcher:
             for spec in self.specs:
                 self._commands[spec.name] = node_command(spec, self.params_file,
                                                          parameter_overrides(spec, self.arguments), namespace)
-                self._spawn(spec)
+                if spec.name not in hold:
+                    self._spawn(spec)
+
+    def release(self, name: str) -> None:
+        """Start a node held back by ``start(hold=...)`` (e.g. the camera once the LLM is ready)."""
+        with self._state:
+            if self._stopping or any(node.spec.name == name for node in self.nodes):
+                return
+            self._spawn(next(spec for spec in self.specs if spec.name == name))
 
     def _spawn(self, spec: NodeSpec) -> None:
         process = subprocess.Popen(self._commands[spec.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -119,7 +119,8 @@ def test_without_the_llm_node_alerts_flow_and_advice_is_dropped(graph):
     probe.publisher.publish(features_to_msg(MICROSLEEP))
     assert wait_for(lambda: probe.of("rule"), timeout=5)
     assert intervention.counters.get("advice_dropped") == 1
-    assert wait_for(lambda: probe.status("/intervention") is not None and probe.status("/intervention").level == DiagnosticStatus.WARN,
+    warn = DiagnosticStatus.WARN
+    assert wait_for(lambda: probe.status("/intervention") is not None and probe.status("/intervention").level == warn,
                     timeout=5)
     values = {v.key: v.value for v in probe.status("/intervention").values}
     assert values["llm_available"] == "false" and values["advice_dropped"] == "1"
