@@ -500,6 +500,74 @@ def markdown(results: list[dict]) -> str:
     return "\n".join([*backends, "", *paths, "", *engines])
 
 
+BUILD_DECODE = """
+import json, sys, time, importlib.util, pathlib
+import llama_cpp
+model, threads, n_prompt, n_decode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+key = pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "BUILD_KEY"
+llm = llama_cpp.Llama(model_path=model, n_ctx=512, n_threads=threads, n_threads_batch=threads, n_batch=512,
+                      use_mmap=False, verbose=False)
+prompt = llm.tokenize(b"The driver has been awake for seventeen hours and " * 8)[:n_prompt]
+started = time.perf_counter()
+llm.eval(prompt)
+prompt_s = time.perf_counter() - started
+token = int(llm.scores[llm.n_tokens - 1].argmax())
+started = time.perf_counter()
+for _ in range(n_decode):
+    llm.eval([token])
+    token = int(llm.scores[llm.n_tokens - 1].argmax())
+decode_s = time.perf_counter() - started
+print(json.dumps({"prompt_tok_s": len(prompt) / prompt_s, "decode_tok_s": n_decode / decode_s,
+                  "build": key.read_text().strip() if key.exists() else "unknown",
+                  "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}))
+"""
+
+
+def run_builds(paths: dict[str, str], native_site: Path, threads: int, repeats: int, out: Path) -> int:
+    """Decode speed of the installed (portable) llama.cpp next to a native build, alternating runs.
+
+    ``native_site`` is a site-packages folder holding a ``-march=native`` llama_cpp (built with
+    ``scripts/build_llama.sh VENV --native``); it is put first on PYTHONPATH for the native runs.
+    """
+    if not (native_site / "llama_cpp").is_dir():
+        print(f"error: {native_site} holds no llama_cpp package (build one with scripts/build_llama.sh "
+              "/tmp/nativevenv --native)", file=sys.stderr)
+        return 2
+    runs: dict[str, list[dict]] = {"portable": [], "native": []}
+    for model_label in ("tinyllama_q4_0", "tinyllama_q8_0"):
+        for _ in range(repeats):
+            for build in ("portable", "native"):
+                env = dict(os.environ)
+                if build == "native":
+                    env["PYTHONPATH"] = f"{native_site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+                done = subprocess.run([sys.executable, "-c", BUILD_DECODE, paths[model_label], str(threads), "128",
+                                       "64"], capture_output=True, text=True, env=env, timeout=600)
+                if done.returncode != 0:
+                    print(f"error: the {build} build failed on {model_label}:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+                runs[build].append({"model": model_label, **json.loads(done.stdout.strip().splitlines()[-1])})
+    rows = ["| model | prompt tok/s portable | native | decode tok/s portable | native | decode ratio |",
+            "|---|---|---|---|---|---|"]
+    summary = {}
+    for model_label in ("tinyllama_q4_0", "tinyllama_q8_0"):
+        med = {build: {m: statistics.median([r[m] for r in runs[build] if r["model"] == model_label])
+                       for m in ("prompt_tok_s", "decode_tok_s")} for build in runs}
+        ratio = med["portable"]["decode_tok_s"] / med["native"]["decode_tok_s"]
+        summary[model_label] = {**{f"{b}_{m}": v for b in med for m, v in med[b].items()}, "decode_ratio": ratio}
+        rows.append(f"| {model_label} | {med['portable']['prompt_tok_s']:.0f} | {med['native']['prompt_tok_s']:.0f} | "
+                    f"{med['portable']['decode_tok_s']:.1f} | {med['native']['decode_tok_s']:.1f} | {ratio:.2f} |")
+    table = "\n".join(rows)
+    print(table)
+    report = {"mode": "builds", "threads": threads, "repeats": repeats, "summary": summary, "markdown": table,
+              "system_info": {b: runs[b][0]["system_info"] for b in runs},
+              "build_keys": {b: runs[b][0]["build"] for b in runs}, "runs": runs,
+              "processor": platform.processor()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"[bench] wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="llama.cpp only, fewer repeats (< 5 min)")
@@ -509,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tinyllama-latency", action="store_true",
                         help="only engine.advise p50/p95 on TinyLlama Q4_0 next to plain llama.cpp (< 3 min)")
+    parser.add_argument("--builds", type=Path, metavar="NATIVE_SITE_PACKAGES",
+                        help="decode speed of the installed (portable) llama.cpp next to the native build in "
+                             "this site-packages folder, same model, alternating runs")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per build and model (--builds)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -517,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     paths = prepare_models(args.cache_dir, args.threads)
+    if args.builds:
+        out = args.out if args.out != RESULTS else RESULTS.with_name("llm_builds.json")
+        return run_builds(paths, args.builds, args.threads, args.repeats, out)
     if args.tinyllama_latency:
         out = args.out if args.out != RESULTS else RESULTS.with_name("llm_latency.json")
         return run_latency(paths, args.threads, out)

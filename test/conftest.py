@@ -36,3 +36,13 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (a clone outside the workplace): no shared test data")
     return SHARED
+
+
+def pytest_sessionstart(session) -> None:
+    """Stop with the reason when the installed llama.cpp cannot execute on this CPU: the tests that load
+    a model would otherwise kill the runner itself (SIGILL) with no result printed."""
+    from fatigue_llm.llm.cpucheck import check_llama_cpu_once
+
+    result = check_llama_cpu_once()
+    if not result.ok:
+        pytest.exit(f"{result.summary}\n{result.output[-2000:]}", returncode=1)

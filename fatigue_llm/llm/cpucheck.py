@@ -11,6 +11,8 @@ tokens with each: the kernels that a native build on an AMX-reporting Xeon dies 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -42,9 +44,43 @@ def exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def check_llama_cpu(timeout_s: float = 300.0) -> CpuCheck:
-    """Run the child check and say whether llama.cpp runs here."""
-    command = [sys.executable, "-m", "fatigue_llm.llm.cpucheck", "--child"]
+def cpu_fingerprint() -> str:
+    """The CPU model and the feature flags the kernel reports (what a build's instructions depend on)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    return hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:16]
+
+
+def _marker() -> Path | None:
+    """Where a passed check is remembered: beside the installed llama_cpp, per build and CPU."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return None
+    package = Path(spec.origin).parent
+    build = (package / "BUILD_KEY").read_text().strip() if (package / "BUILD_KEY").exists() else "unkeyed"
+    return package / f"CPU_CHECK_OK-{build}-{cpu_fingerprint()}"  # a reinstall or another CPU checks anew
+
+
+def check_llama_cpu_once(timeout_s: float = 300.0) -> CpuCheck:
+    """``check_llama_cpu``, skipped when this very installation already passed on this CPU model."""
+    marker = _marker()
+    if marker is not None and marker.exists():
+        return CpuCheck(True, f"llama.cpp passed on this CPU before ({marker.name})", "")
+    result = check_llama_cpu(timeout_s)
+    if result.ok and marker is not None:
+        try:
+            marker.write_text(result.summary + "\n")
+        except OSError:
+            pass  # a read-only install: check again next time
+    return result
+
+
+def check_llama_cpu(timeout_s: float = 300.0, command: list[str] | None = None) -> CpuCheck:
+    """Run the child check (or ``command``, for tests) and say whether llama.cpp runs here."""
+    command = command or [sys.executable, "-m", "fatigue_llm.llm.cpucheck", "--child"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as error:
@@ -100,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return _child()
-    result = check_llama_cpu()
+    result = check_llama_cpu_once()
     print(result.summary, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
