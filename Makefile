@@ -5,15 +5,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
+# portable (default): x86-64-v3, runs on any machine of this workplace and most laptops; native: this CPU only
+LLAMA_BUILD ?= portable
 STAMP := $(VENV)/.setup-stamp
 MSGS := $(wildcard fatigue_msgs/msg/*.msg fatigue_msgs/action/*.action) fatigue_msgs/CMakeLists.txt fatigue_msgs/package.xml
 REQS := $(wildcard requirements*.txt)
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast lint format bench bench-builds clean
 
+# the llama.cpp build is checked on every setup (a no-op when that build is installed and passed here)
 setup: $(STAMP)
+	@scripts/build_llama.sh $(VENV) $(if $(filter native,$(LLAMA_BUILD)),--native,)
+	@$(PY) -m fatigue_llm.llm.cpucheck
 
-$(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh scripts/build_llama.sh
+$(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "[setup] torch (local CPU wheel first, so nothing pulls CUDA)"
 	$(PIP) install torch==2.13.0 $(QUIET_PIP)
@@ -22,13 +27,9 @@ $(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh scripts/build
 	@if [ -f requirements-llm.txt ]; then echo "[setup] on-device LLM stack"; \
 	  $(PIP) install -r requirements-llm.txt $(QUIET_PIP); fi
 	@if [ -f requirements-nodeps.txt ]; then $(PIP) install --no-deps -r requirements-nodeps.txt $(QUIET_PIP); fi
-	@echo "[setup] llama.cpp, portable x86-64 build (see README: Portable llama.cpp build)"
-	scripts/build_llama.sh $(VENV)
 	@echo "[setup] building fatigue_msgs into $(VENV)"
 	scripts/build_msgs.sh $(VENV)
 	$(PIP) install --no-deps --no-build-isolation -e . $(QUIET_PIP)
-	@echo "[setup] checking that llama.cpp runs on this CPU"
-	$(PY) -m fatigue_llm.llm.cpucheck
 	@touch $(STAMP)
 
 demo: setup
@@ -55,6 +56,12 @@ bench: setup
 	$(PY) bench/bench_llm.py --quick
 	$(PY) bench/bench_llm.py --tinyllama-latency
 	$(PY) bench/bench_intervention_node.py
+
+# portable vs -march=native llama.cpp decode speed on this machine (builds the native one apart, ~5 min)
+bench-builds: setup
+	@test -x build/native-venv/bin/python || python3 -m venv build/native-venv
+	scripts/build_llama.sh build/native-venv --native
+	$(PY) bench/bench_llm.py --builds $$(build/native-venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 clean:
 	rm -rf build install log

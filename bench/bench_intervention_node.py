@@ -123,7 +123,7 @@ class Probe:
         while time.monotonic() < deadline:
             if condition():
                 return True
-            rclpy.spin_once(self.node, timeout_sec=0.01)
+            rclpy.spin_once(self.node, timeout_sec=0.1)  # arrival times are taken in the callbacks
         return condition()
 
     def publish(self, features: FatigueFeatures) -> float:
@@ -256,6 +256,8 @@ def measure_nodes(model: str, args: argparse.Namespace, state: Path) -> tuple[li
         watcher.join(timeout=5.0)
         launcher.stop()
         probe.node.destroy_node()
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.with_suffix(".log").write_text("".join(sink.lines))  # the nodes' own timings and errors
     return rows, kills, rss
 
 

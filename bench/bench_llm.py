@@ -546,16 +546,19 @@ def run_builds(paths: dict[str, str], native_site: Path, threads: int, repeats: 
                     print(f"error: the {build} build failed on {model_label}:\n{done.stderr[-2000:]}", file=sys.stderr)
                     return 1
                 runs[build].append({"model": model_label, **json.loads(done.stdout.strip().splitlines()[-1])})
-    rows = ["| model | prompt tok/s portable | native | decode tok/s portable | native | decode ratio |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| model | prompt tok/s portable | native | ratio | decode tok/s portable | native | ratio |",
+            "|---|---|---|---|---|---|---|"]
     summary = {}
     for model_label in ("tinyllama_q4_0", "tinyllama_q8_0"):
         med = {build: {m: statistics.median([r[m] for r in runs[build] if r["model"] == model_label])
                        for m in ("prompt_tok_s", "decode_tok_s")} for build in runs}
         ratio = med["portable"]["decode_tok_s"] / med["native"]["decode_tok_s"]
-        summary[model_label] = {**{f"{b}_{m}": v for b in med for m, v in med[b].items()}, "decode_ratio": ratio}
+        prompt_ratio = med["portable"]["prompt_tok_s"] / med["native"]["prompt_tok_s"]
+        summary[model_label] = {**{f"{b}_{m}": v for b in med for m, v in med[b].items()}, "decode_ratio": ratio,
+                                "prompt_ratio": prompt_ratio}
         rows.append(f"| {model_label} | {med['portable']['prompt_tok_s']:.0f} | {med['native']['prompt_tok_s']:.0f} | "
-                    f"{med['portable']['decode_tok_s']:.1f} | {med['native']['decode_tok_s']:.1f} | {ratio:.2f} |")
+                    f"{prompt_ratio:.2f} | {med['portable']['decode_tok_s']:.1f} | "
+                    f"{med['native']['decode_tok_s']:.1f} | {ratio:.2f} |")
     table = "\n".join(rows)
     print(table)
     report = {"mode": "builds", "threads": threads, "repeats": repeats, "summary": summary, "markdown": table,

@@ -41,6 +41,7 @@ from fatigue_llm.ros.runner import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 WATCHDOG_PERIOD_S = 0.5
+PARTIAL_PERIOD_S = 0.1  # at most ~10 partial texts a second: each is DDS work on a CPU the model saturates
 HUNG_EXIT_CODE = 70  # EX_SOFTWARE: the supervisor (launcher / launch_ros respawn) starts us again
 # Fault injection for the fault tests only: while the file this variable names exists, an answer's
 # first streamed text blocks the generation thread for good, as a native call that never returns
@@ -172,6 +173,7 @@ class LlmNode(LifecycleNode):
     def _execute(self, goal_handle) -> Advise.Result:
         goal = goal_handle.request
         rule_id = goal.rule.id
+        received = time.monotonic()
         with self._model_lock:
             if self._latest_goal != rule_id:
                 return self._abandon(goal_handle, "superseded by a newer request", "advice_superseded")
@@ -190,6 +192,8 @@ class LlmNode(LifecycleNode):
                 self._busy = None
         failure = self.engine.last_failure if self.engine is not None else "engine closed"
         self.counters.increment("advice_answered" if not failure else "advice_fallback")
+        self.get_logger().info(f"advice for {rule_id[:8]} in {time.monotonic() - received:.2f} s "
+                               f"(engine {decision.latency_ms / 1000:.2f} s)")
         if failure:
             self.get_logger().warning(f"advice for {rule_id[:8]}: model answer not used ({failure})")
         self._publish_final_partial(rule_id, decision.message)
@@ -201,8 +205,13 @@ class LlmNode(LifecycleNode):
 
     def _streamer(self, goal_handle, rule_id: str):
         trigger = os.environ.get(HANG_TRIGGER_ENV)
+        last_sent = [0.0]
 
         def on_message(text: str) -> None:
+            now = time.monotonic()
+            if now - last_sent[0] < PARTIAL_PERIOD_S:
+                return  # the next one (or the final partial) carries this text too
+            last_sent[0] = now
             goal_handle.publish_feedback(Advise.Feedback(follows_id=rule_id, text=text))
             msg = InterventionPartial(follows_id=rule_id, text=text, final=False)
             msg.header.stamp = self.get_clock().now().to_msg()
