@@ -28,6 +28,7 @@ class LlmConfig:
     # --- the llm process itself (it runs apart from the safety path and may be respawned)
     model_memory_mb: int = 0            # MiB the model may add to the process (RLIMIT_DATA); 0 = no cap
     hang_grace: float = 10.0            # s past generation_deadline before a stuck answer ends the process
+    niceness: int = 10                  # added to every thread's nice value: the safety path wins the CPU
 
     # --- case memory (FAISS + SQLite)
     case_store_path: str = ""           # folder; "" = models/case_store
@@ -59,6 +60,8 @@ class LlmConfig:
         if self.max_new_tokens < MIN_ANSWER_TOKENS:
             raise ConfigError(f"parameter 'max_new_tokens' must be >= {MIN_ANSWER_TOKENS} (the JSON format "
                               f"alone takes ~25 tokens), got {self.max_new_tokens}")
+        if not 0 <= self.niceness <= 19:
+            raise ConfigError(f"parameter 'niceness' must be in [0, 19], got {self.niceness}")
         for name in ("generation_deadline", "cloud_timeout", "hang_grace", "model_memory_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"parameter '{name}' must be >= 0, got {getattr(self, name)}")

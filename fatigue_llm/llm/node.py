@@ -58,6 +58,18 @@ def process_data_mib() -> float:
     return 0.0
 
 
+def lower_priority(niceness: int) -> None:
+    """Add ``niceness`` to every thread of this process (Linux nice values are per thread; threads created
+    later, like llama.cpp's workers, inherit the creating thread's). The model saturates the CPU while it
+    loads and writes; the rule alerts of the intervention process must not wait behind it."""
+    for task in os.listdir("/proc/self/task"):
+        tid = int(task)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that just ended
+
+
 def cap_model_memory(model_mib: int) -> int:
     """Limit the process's data memory to what it uses now plus ``model_mib``. Returns the limit, MiB."""
     limit_mib = int(process_data_mib() + model_mib)
@@ -77,6 +89,8 @@ class LlmNode(LifecycleNode):
         self.declare_parameter("autostart", True)
         self.config: LlmConfig = declare_config(self, LlmConfig)
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # tells the client when we were respawned
+        if self.config.niceness > 0:
+            lower_priority(self.config.niceness)
         self._model_lock = threading.Lock()
         self._latest_goal: str | None = None
         self._server = None

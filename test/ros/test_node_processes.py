@@ -53,3 +53,20 @@ def test_intervention_process_loads_no_model_code():
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=15)
+
+
+def test_llm_process_yields_the_cpu_to_the_safety_path(tmp_path):
+    """Every thread of the llm process runs at a lower priority (nice +10), llama.cpp's workers included."""
+    process = subprocess.Popen([sys.executable, "-m", "fatigue_llm.llm.node", "--ros-args",
+                                "-p", f"case_store_path:={tmp_path / 'cases'}",
+                                "-p", f"outbox_path:={tmp_path / 'outbox.sqlite3'}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(8.0)  # model loaded: llama.cpp's threads exist
+        assert process.poll() is None, process.communicate()[0]
+        tasks = list(Path(f"/proc/{process.pid}/task").iterdir())
+        nices = {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks}
+        assert nices == {10}, f"thread nice values {sorted(nices)}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
