@@ -46,7 +46,10 @@ class InterventionNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("intervention", **node_options)
         self.policy: AlertPolicy | None = None
-        self.counters = Counters()
+        self.counters = Counters(  # all reported from the start, so monitors see stable keys
+            "alerts_published", "features_rejected", "features_out_of_range", "feature_values_out_of_range",
+            "advice_requested", "advice_received", "advice_fallback", "advice_dropped", "advice_rejected",
+            "advice_timed_out", "advice_failed", "llm_restarts")
         # goals in flight by rule id; the llm node answers one at a time and drops a queued goal that a
         # newer one overtook, so this holds the running answer and the newest request
         self.pending: dict[str, PendingAdvice] = {}

@@ -81,7 +81,8 @@ def cap_model_memory(model_mib: int) -> int:
 class LlmNode(LifecycleNode):
     def __init__(self, **node_options) -> None:
         super().__init__("llm", **node_options)
-        self.counters = Counters()
+        self.counters = Counters("advice_answered", "advice_fallback", "advice_superseded", "advice_rejected",
+                                 "advice_bad_goal", "features_rejected", "features_out_of_range")
         self._diagnostics = DiagnosticsPublisher(self, self._health)  # first: destroy_node closes it
         self.load_error = ""
         self.engine = None
