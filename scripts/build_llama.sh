@@ -48,7 +48,7 @@ if [ "$installed_key" = "$key" ]; then
 fi
 
 if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "[setup] building llama-cpp-python $version from source ($mode: $cmake_args) - about 9 min on 2 cores"
+  echo "[setup] building llama-cpp-python $version from source ($mode: $cmake_args) - 4 to 9 min on 2 cores"
   mkdir -p "$wheel_dir.tmp"
   log="$wheel_dir.log"
   mkdir -p "$(dirname "$log")"

@@ -28,7 +28,7 @@ class LlmConfig:
     # --- the llm process itself (it runs apart from the safety path and may be respawned)
     model_memory_mb: int = 0            # MiB the model may add to the process (RLIMIT_DATA); 0 = no cap
     hang_grace: float = 10.0            # s past generation_deadline before a stuck answer ends the process
-    niceness: int = 10                  # added to every thread's nice value: the safety path wins the CPU
+    niceness: int = 10                  # nice value of every thread (at least): the safety path wins the CPU
 
     # --- case memory (FAISS + SQLite)
     case_store_path: str = ""           # folder; "" = models/case_store

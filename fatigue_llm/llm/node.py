@@ -59,13 +59,13 @@ def process_data_mib() -> float:
 
 
 def lower_priority(niceness: int) -> None:
-    """Add ``niceness`` to every thread of this process (Linux nice values are per thread; threads created
-    later, like llama.cpp's workers, inherit the creating thread's). The model saturates the CPU while it
-    loads and writes; the rule alerts of the intervention process must not wait behind it."""
+    """Run every thread of this process at nice ``niceness`` at least (Linux nice values are per thread;
+    threads created later, like llama.cpp's workers, inherit the creating thread's). The model saturates the
+    CPU while it loads and writes; the rule alerts of the intervention process must not wait behind it."""
     for task in os.listdir("/proc/self/task"):
         tid = int(task)
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+            os.setpriority(os.PRIO_PROCESS, tid, max(niceness, os.getpriority(os.PRIO_PROCESS, tid)))
         except (ProcessLookupError, PermissionError):
             pass  # a thread that just ended
 
@@ -79,7 +79,8 @@ def cap_model_memory(model_mib: int) -> int:
 
 
 class LlmNode(LifecycleNode):
-    def __init__(self, **node_options) -> None:
+    def __init__(self, own_process: bool = False, **node_options) -> None:
+        """``own_process``: this node is the process (``llm_node``), so it may lower the process priority."""
         super().__init__("llm", **node_options)
         self.counters = Counters("advice_answered", "advice_fallback", "advice_superseded", "advice_rejected",
                                  "advice_bad_goal", "features_rejected", "features_out_of_range")
@@ -90,7 +91,7 @@ class LlmNode(LifecycleNode):
         self.declare_parameter("autostart", True)
         self.config: LlmConfig = declare_config(self, LlmConfig)
         self.instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # tells the client when we were respawned
-        if self.config.niceness > 0:
+        if own_process and self.config.niceness > 0:
             lower_priority(self.config.niceness)
         self._model_lock = threading.Lock()
         self._latest_goal: str | None = None
@@ -314,7 +315,8 @@ def main(args: list[str] | None = None) -> int:
     from rclpy.executors import MultiThreadedExecutor
 
     # the action server answers in a thread of its own while the executor serves cancels and health
-    return run_node(LlmNode, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=3))
+    return run_node(lambda: LlmNode(own_process=True), args,
+                    executor_factory=lambda: MultiThreadedExecutor(num_threads=3))
 
 
 if __name__ == "__main__":

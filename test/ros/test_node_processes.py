@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_llm_process_yields_the_cpu_to_the_safety_path(tmp_path):
         assert process.poll() is None, process.communicate()[0]
         tasks = list(Path(f"/proc/{process.pid}/task").iterdir())
         nices = {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks}
-        assert nices == {10}, f"thread nice values {sorted(nices)}"
+        assert nices == {max(10, os.nice(0))}, f"thread nice values {sorted(nices)}"
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=15)
