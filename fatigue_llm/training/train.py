@@ -1,0 +1,229 @@
+"""``fatigue-llm train --config RUN.yaml [--set section.key=value ...] [--resume]``: LoRA or full fine-tuning.
+
+The loop is transformers' ``Trainer`` (gradient accumulation, warmup + schedule, checkpoint rotation,
+resume with optimizer / scheduler / RNG state, ``EarlyStoppingCallback``, progress bar) around a peft
+LoRA model; what is ours is the data (rendered by the engine's prompt code, loss on the answer only)
+and the run layout:
+
+    OUTPUT/checkpoint-N/   Trainer checkpoints (the newest ``save_total_limit`` kept)
+    OUTPUT/adapter/        the final LoRA adapter (safetensors; ``lora_path`` of the llm node)
+    OUTPUT/metrics.jsonl   one line per logging / evaluation step
+    OUTPUT/run.json        the resolved config, data counts and the final metrics (written atomically)
+
+Exit 0 when trained; 2 with a message naming the file, key, row or value when an input is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from fatigue_llm.config import ConfigError
+from fatigue_llm.training.config import RunConfig, load_run_config
+from fatigue_llm.training.data import (
+    IGNORE_INDEX,
+    DataError,
+    load_conversations,
+    split,
+    tokenize_conversation,
+)
+
+
+def engine_prompt_builder(tokenizer, max_message_chars: int):
+    """The intervention engine's request for a feature vector: its system prompt, rule decision (the
+    deterministic policy without cooldown) and feature rendering, within its user-turn budget."""
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import rule_decision_for
+    from fatigue_llm.intervention.prompt import USER_BUDGET_TOKENS, build_messages, system_prompt
+
+    rules, system = InterventionConfig(), system_prompt(max_message_chars)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    def build(features):
+        rule = rule_decision_for(features, rules)
+        messages = build_messages(features, rule, (), system=system, count_tokens=count,
+                                  budget_tokens=USER_BUDGET_TOKENS)
+        return messages, rule.level.name
+
+    return build
+
+
+class ListDataset:
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlMetrics(TrainerCallback):
+        """Appends every log (loss, learning rate, eval loss) as one JSON line."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                with path.open("a") as handle:
+                    handle.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
+
+    return JsonlMetrics()
+
+
+def build_model(config: RunConfig):
+    """(model, tokenizer): the base model with a trainable LoRA adapter (or all weights for full tuning)."""
+    from fatigue_llm.intervention.backends.transformers_backend import load_model
+    from fatigue_llm.intervention.models import resolve_model
+
+    source = resolve_model(config.model.path)
+    model, tokenizer = load_model(source, dtype=config.model.dtype)
+    if source.kind == "gguf":
+        _forget_gguf_quantization(model)
+    if tokenizer.pad_token_id is None:
+        # padding only: labels are built by us (answer + end-of-turn), so the EOS is never masked
+        tokenizer.pad_token = tokenizer.eos_token
+    model.train()
+    if config.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return model, tokenizer
+
+
+def _forget_gguf_quantization(model) -> None:
+    """transformers dequantizes a GGUF to float weights on load but still marks the model as GGUF-quantized,
+    which Trainer refuses; the weights are plain float tensors, so drop the mark."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def prepare_data(config: RunConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
+    from fatigue_llm.llm.config import LlmConfig
+
+    path = config.resolve(config.data.train)
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
+    conversations = load_conversations(path, config.data.format, build)
+    usable = [c for c in conversations if c.answerable]
+    train, val = split(usable, config.data.validation_fraction, config.data.seed)
+    encode = lambda items: [tokenize_conversation(tokenizer, c, config.training.max_length) for c in items]  # noqa: E731
+    counts = {"examples": len(conversations), "unanswerable_skipped": len(conversations) - len(usable),
+              "train": len(train), "validation": len(val)}
+    return encode(train), encode(val), counts
+
+
+def train(config: RunConfig, resume: bool = False) -> dict:
+    """Fine-tune as ``config`` says; returns the run summary (also written to OUTPUT/run.json)."""
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    data_path = config.resolve(config.data.train)
+    if not data_path.is_file():  # before the model loads: say it at once
+        raise DataError(f"{data_path}: cannot read the training data (no such file; data.train in {config.source})")
+    out = config.resolve(config.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = build_model(config)
+    train_items, val_items, counts = prepare_data(config, tokenizer)
+    t = config.training
+    evaluate = bool(val_items)
+    args = TrainingArguments(
+        output_dir=str(out), max_steps=t.max_steps, num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation, learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,  # < 1: a ratio
+        logging_steps=t.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=t.eval_steps,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        load_best_model_at_end=evaluate and t.early_stopping_patience > 0, metric_for_best_model="eval_loss",
+        greater_is_better=False, seed=t.seed, data_seed=t.seed, report_to=[],
+        gradient_checkpointing=t.gradient_checkpointing, use_cpu=not _cuda(), bf16=config.model.dtype == "bfloat16",
+        remove_unused_columns=False, dataloader_num_workers=0,
+    )
+    callbacks = [_metrics_callback(out / "metrics.jsonl")]
+    if evaluate and t.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(train_items),
+                      eval_dataset=ListDataset(val_items) if evaluate else None,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+                      callbacks=callbacks)
+    checkpoint = _last_checkpoint(out) if resume else None
+    before = trainer.evaluate()["eval_loss"] if evaluate and checkpoint is None else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    final = {"train_loss": result.training_loss, "steps": result.global_step}
+    if evaluate:
+        eval_loss = trainer.evaluate()["eval_loss"]
+        final.update(eval_loss=eval_loss, eval_perplexity=math.exp(min(eval_loss, 50.0)))
+        if before is not None:
+            final.update(eval_loss_before=before, eval_perplexity_before=math.exp(min(before, 50.0)))
+    adapter = out / ("adapter" if config.lora.enabled else "model")
+    trainer.model.save_pretrained(str(adapter), safe_serialization=True)
+    tokenizer.save_pretrained(str(adapter))
+    summary = {"config": dataclasses.asdict(config), "data": counts, "final": final, "saved": str(adapter)}
+    _atomic_write(out / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fatigue-llm train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="run config YAML (configs/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config key, e.g. training.learning_rate=1e-4 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output.dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from fatigue_llm.intervention.models import ModelError
+
+    try:
+        config = load_run_config(args.config, args.set)
+        summary = train(config, resume=args.resume)
+    except (ConfigError, DataError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final = summary["final"]
+    before = (f" (before: {final['eval_loss_before']:.4f}, perplexity {final['eval_perplexity_before']:.2f})"
+              if "eval_loss_before" in final else "")
+    print(f"trained {final['steps']} steps: train loss {final['train_loss']:.4f}"
+          + (f", eval loss {final['eval_loss']:.4f} (perplexity {final['eval_perplexity']:.2f}){before}"
+             if "eval_loss" in final else "") + f"; saved {summary['saved']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Fine-tuning: run config, data files, training text = inference text, labels, and a real LoRA run on the
+embedded SmolLM2 whose held-out loss falls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fatigue_llm.config import ConfigError
+from fatigue_llm.training.config import load_run_config
+from fatigue_llm.training.data import (
+    IGNORE_INDEX,
+    DataError,
+    answer_text,
+    case_conversation,
+    read_cases_csv,
+    read_messages,
+    tokenize_conversation,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO / "fatigue_llm" / "intervention" / "data" / "seed_cases.csv"
+HEADER = "eye_closure_ratio,blink_frequency,head_nod,voice_quality,steering_stability,speed_variance,yaw_rate," \
+         "time_awake,level,action\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# --- run config ----------------------------------------------------------------------------------------
+
+def test_shipped_config_loads_and_set_overrides_a_key():
+    config = load_run_config(REPO / "configs" / "smollm2_lora.yaml", ["training.learning_rate=1e-4",
+                                                                      "lora.r=4"])
+    assert config.training.learning_rate == 1e-4 and config.lora.r == 4
+    assert config.resolve(config.data.train).resolve() == SEED
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("training: {learning_rat: 0.1}\ndata: {train: x.csv}\n", r"unknown key\(s\) training.learning_rat"),
+    ("training: {max_steps: many}\ndata: {train: x.csv}\n", r"training.max_steps: expected an integer, got 'many'"),
+    ("optimizer: {}\n", r"unknown section\(s\) \['optimizer'\]"),
+    ("training: {learning_rate: -1}\ndata: {train: x.csv}\n", r"training.learning_rate must be > 0, got -1"),
+    ("model: [1, 2]\n", "section 'model' must be a mapping"),
+    ("training: {\n", "not valid YAML"),
+])
+def test_bad_run_configs_name_file_key_and_value(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected) as error:
+        load_run_config(write(tmp_path / "run.yaml", text))
+    assert "run.yaml" in str(error.value)
+
+
+def test_bad_override_is_named(tmp_path):
+    path = write(tmp_path / "run.yaml", "data: {train: x.csv}\n")
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        load_run_config(path, ["learning_rate=1"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) lora.rank"):
+        load_run_config(path, ["lora.rank=4"])
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def test_bundled_cases_load_and_bad_rows_name_row_column_value(tmp_path):
+    assert len(read_cases_csv(SEED)) == 42
+    bad = write(tmp_path / "bad.csv", HEADER + "0.1,15,0,0.9,30,1,0.01,5,WARNING,audio_chime\n"
+                                              "0.2,lots,0,0.9,30,1,0.01,5,WARNING,audio_chime\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3, column 'blink_frequency': expected a number, got 'lots'"):
+        read_cases_csv(bad)
+    out_of_range = write(tmp_path / "range.csv", HEADER + "0.1,15,0,0.9,30,1,0.01,-5,WARNING,audio_chime\n")
+    with pytest.raises(DataError, match=r"row 2.*'time_awake' = -5.0 is outside \[0, 72\] h"):
+        read_cases_csv(out_of_range)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['action'\]"):
+        read_cases_csv(write(tmp_path / "cols.csv", HEADER.replace(",action", "") + "0,0,0,0,0,0,0,0,INFO\n"))
+
+
+def test_messages_and_sharegpt_files_load_and_a_missing_answer_is_named(tmp_path):
+    good = write(tmp_path / "m.json", json.dumps([
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                      {"role": "assistant", "content": "a"}]},
+        {"conversations": [{"from": "human", "value": "u"}, {"from": "gpt", "value": "b"}]}]))
+    conversations = read_messages(good)
+    assert [c.answer for c in conversations] == ["a", "b"] and conversations[1].prompt[0]["role"] == "user"
+    bad = write(tmp_path / "bad.json", json.dumps([{"messages": [{"role": "user", "content": "u"},
+                                                                 {"role": "user", "content": "v"}]}]))
+    with pytest.raises(DataError, match="bad.json: example 1: the last turn must be a non-empty assistant"):
+        read_messages(bad)
+
+
+# --- training text = inference text ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """The embedded model as the llm node runs it (llama.cpp engine) and as training loads it."""
+    from fatigue_llm.intervention.backends.transformers_backend import load_model
+    from fatigue_llm.intervention.engine import InterventionEngine
+    from fatigue_llm.intervention.models import resolve_model
+    from fatigue_llm.llm.config import LlmConfig
+
+    engine = InterventionEngine(LlmConfig(), state_dir=tmp_path_factory.mktemp("state"))
+    engine.load()
+    _, tokenizer = load_model(resolve_model(""))
+    yield engine, tokenizer
+    engine.close()
+
+
+@pytest.mark.slow
+def test_training_prompt_tokens_equal_the_engine_prompt_tokens(smollm2):
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import rule_decision_for
+    from fatigue_llm.llm.config import LlmConfig
+    from fatigue_llm.training.train import engine_prompt_builder
+
+    engine, tokenizer = smollm2
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
+    for features, level, action, message in read_cases_csv(SEED)[::7]:
+        conversation = case_conversation(features, level, action, message, build)
+        encoded = tokenize_conversation(tokenizer, conversation, 2048)
+        prompt_tokens = [t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True)
+                         if label == IGNORE_INDEX]
+        rule = rule_decision_for(features, InterventionConfig())
+        engine_tokens = engine._parts.backend.render_tokens(engine.request_messages(features, rule, []))
+        assert prompt_tokens == engine_tokens  # HF tokenizer + template == llama.cpp's, token for token
+
+
+@pytest.mark.slow
+def test_labels_are_the_answer_and_the_end_of_turn_token(smollm2):
+    from fatigue_llm.features.types import FatigueFeatures
+    from fatigue_llm.training.data import Conversation, end_of_turn_id
+
+    _, tokenizer = smollm2
+    answer = answer_text("WARNING", "suggest_break", "Please take a break soon.")
+    assert json.loads(answer) == {"level": "WARNING", "action": "suggest_break",
+                                  "message": "Please take a break soon."}
+    conversation = Conversation(({"role": "user", "content": str(FatigueFeatures())},), answer)
+    encoded = tokenize_conversation(tokenizer, conversation, 2048)
+    labelled = [label for label in encoded["labels"] if label != IGNORE_INDEX]
+    assert labelled[-1] == end_of_turn_id(tokenizer) == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.decode(labelled[:-1]) == answer
+    first = encoded["labels"].index(labelled[0])
+    assert all(label == IGNORE_INDEX for label in encoded["labels"][:first])
+
+
+# --- a real LoRA run ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_lora_on_the_embedded_model_lowers_the_held_out_loss_and_saves_an_adapter(tmp_path):
+    row = "0.22,31,2,0.7,40,1.5,0.03,17,WARNING,suggest_break,Pull in at the next services for coffee.\n"
+    data = write(tmp_path / "cases.csv", HEADER.replace(",action\n", ",action,message\n") + row * 6)
+    config = write(tmp_path / "run.yaml", f"""
+training: {{learning_rate: 1.0e-3, max_steps: 6, gradient_accumulation: 1, warmup_ratio: 0.0,
+           scheduler: constant, logging_steps: 1, eval_steps: 3, save_steps: 3, save_total_limit: 1}}
+lora: {{r: 8, alpha: 16, dropout: 0.0}}
+data: {{train: {data.name}, validation_fraction: 0.34}}
+output: {{dir: run}}
+""")
+    done = subprocess.run([sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    final = summary["final"]
+    assert final["steps"] == 6 and summary["data"] == {"examples": 6, "unanswerable_skipped": 0, "train": 4,
+                                                       "validation": 2}
+    assert final["eval_loss"] < 0.7 * final["eval_loss_before"], final
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert len(list((tmp_path / "run").glob("checkpoint-*"))) == 1  # rotation kept the newest only
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in entry for entry in logged) and any("eval_loss" in entry for entry in logged)
+
+
+def test_train_cli_exits_2_naming_the_problem(tmp_path):
+    config = write(tmp_path / "run.yaml", "data: {train: missing.csv}\n")
+    done = subprocess.run([sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config),
+                           "--set", "training.max_steps=1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "missing.csv: cannot read" in done.stderr and "Traceback" not in done.stderr
