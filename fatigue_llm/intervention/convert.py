@@ -113,7 +113,7 @@ def _pre_tokenizer_name(pre: dict | None) -> str:
     if kinds == ["Digits", "ByteLevel"] and digits[0].get("individual_digits"):
         return "smollm"
     if kinds == ["ByteLevel"]:
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name; it rejects "gpt2" (e.g. SmolLM2's tokenizer as read from its GGUF)
     return "default"
 
 
@@ -214,7 +214,9 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, out_type: str = "f16") 
     writer.add_head_count_kv(n_kv)
     writer.add_rope_dimension_count(config.get("head_dim", hidden // n_head))
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-5))
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    # transformers >= 5 writes rope_theta inside rope_parameters (SmolLM2: 100000, not the default 10000)
+    rope = config.get("rope_parameters") or {}
+    writer.add_rope_freq_base(float(config.get("rope_theta", rope.get("rope_theta", 10000.0))))
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(LLAMA_FTYPES[out_type])
     add_tokenizer(writer, hf_dir, config["vocab_size"])

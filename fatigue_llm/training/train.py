@@ -96,7 +96,8 @@ def build_model(config: RunConfig):
     from fatigue_llm.intervention.models import resolve_model
 
     source = resolve_model(config.model.path)
-    model, tokenizer = load_model(source, dtype=config.model.dtype)
+    qlora = config.model.quantization == "nf4"
+    model, tokenizer = load_model(source, quantization="bnb_nf4" if qlora else "none", dtype=config.model.dtype)
     if source.kind == "gguf":
         _forget_gguf_quantization(model)
     if tokenizer.pad_token_id is None:
@@ -106,6 +107,11 @@ def build_model(config: RunConfig):
     if config.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
+        if qlora:  # norms in float32, inputs that require grad: what training a 4-bit base needs
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=config.training.gradient_checkpointing)
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
@@ -124,11 +130,14 @@ def _forget_gguf_quantization(model) -> None:
 def prepare_data(config: RunConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
     from fatigue_llm.llm.config import LlmConfig
 
-    path = config.resolve(config.data.train)
     build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
-    conversations = load_conversations(path, config.data.format, build)
+    conversations = load_conversations(config.resolve(config.data.train), config.data.format, build)
     usable = [c for c in conversations if c.answerable]
-    train, val = split(usable, config.data.validation_fraction, config.data.seed)
+    if config.data.validation:
+        held_out = load_conversations(config.resolve(config.data.validation), config.data.format, build)
+        train, val = usable, [c for c in held_out if c.answerable]
+    else:
+        train, val = split(usable, config.data.validation_fraction, config.data.seed)
     encode = lambda items: [tokenize_conversation(tokenizer, c, config.training.max_length) for c in items]  # noqa: E731
     counts = {"examples": len(conversations), "unanswerable_skipped": len(conversations) - len(usable),
               "train": len(train), "validation": len(val)}

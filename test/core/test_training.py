@@ -179,3 +179,108 @@ def test_train_cli_exits_2_naming_the_problem(tmp_path):
                            "--set", "training.max_steps=1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "missing.csv: cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- resume, early stopping, QLoRA on a small random Llama (fast) ---------------------------------------
+
+CASE_ROW = "0.22,31,2,0.7,40,1.5,0.03,17,WARNING,suggest_break,{message}\n"
+MESSAGE_HEADER = HEADER.replace(",action\n", ",action,message\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    from fatigue_llm.intervention.models import make_random_llama
+
+    return make_random_llama(tmp_path_factory.mktemp("tiny") / "model", "tiny", seed=0)
+
+
+def _run(config: Path, *extra: str, wait: bool = True):
+    command = [sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config), *extra]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    """The last logged training loss of each step (a resumed run logs the replayed steps again)."""
+    losses = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if "loss" in entry:
+            losses[entry["step"]] = entry["loss"]
+    return losses
+
+
+def _tiny_config(tmp_path: Path, model: Path, name: str, training: str, extra: str = "") -> Path:
+    return write(tmp_path / f"{name}.yaml", f"""
+model: {{path: {model}}}
+training: {{learning_rate: 1.0e-3, gradient_accumulation: 1, warmup_ratio: 0.0, scheduler: constant,
+           logging_steps: 1, seed: 3, {training}}}
+lora: {{r: 8, alpha: 16, dropout: 0.0}}
+output: {{dir: {name}}}
+{extra}""")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_next_step_loss(tmp_path, tiny_llama):
+    import signal
+    import time
+
+    data = write(tmp_path / "cases.csv", MESSAGE_HEADER + "".join(
+        CASE_ROW.format(message=m) for m in ("Take a break soon.", "Stop for coffee at the next services.",
+                                              "Open a window and plan a stop.", "Rest at the next exit.")))
+    common = "max_steps: 6, save_steps: 3, save_total_limit: 3"
+    extra = f"data: {{train: {data.name}, validation_fraction: 0.0}}"
+    _run(_tiny_config(tmp_path, tiny_llama, "straight", common, extra))
+    straight = _losses(tmp_path / "straight")
+    interrupted = _tiny_config(tmp_path, tiny_llama, "interrupted", common, extra)
+    process = _run(interrupted, wait=False)
+    state = tmp_path / "interrupted" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.monotonic() + 600
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # a real crash in the middle of training
+    process.wait(timeout=30)
+    assert state.exists(), process.stderr.read()[-3000:]
+    _run(interrupted, "--resume")
+    resumed = _losses(tmp_path / "interrupted")
+    assert sorted(straight) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):  # optimizer, scheduler, RNG and data order restored from checkpoint-3
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-4, abs=1e-5), (step, straight, resumed)
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_when_the_held_out_loss_stops_improving(tmp_path, tiny_llama):
+    train = write(tmp_path / "train.csv", MESSAGE_HEADER + CASE_ROW.format(message="Take a break soon.") * 4)
+    held_out = write(tmp_path / "val.csv", MESSAGE_HEADER + CASE_ROW.format(
+        message="Fresh air helps briefly, then plan a rest stop.") * 2)
+    config = _tiny_config(tmp_path, tiny_llama, "early", "max_steps: 40, eval_steps: 1, save_steps: 1, "
+                          "save_total_limit: 2, early_stopping_patience: 2, learning_rate: 3.0e-3",
+                          f"data: {{train: {train.name}, validation: {held_out.name}}}")
+    _run(config)
+    final = json.loads((tmp_path / "early" / "run.json").read_text())["final"]
+    assert final["steps"] < 40, final  # stopped early: the model learns the train message, not the held-out one
+
+
+@pytest.mark.slow
+def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, tiny_llama):
+    data = write(tmp_path / "cases.csv", MESSAGE_HEADER + CASE_ROW.format(message="Take a break soon.") * 6)
+    config = _tiny_config(tmp_path, tiny_llama, "qlora", "max_steps: 4, eval_steps: 2, save_steps: 2",
+                          f"data: {{train: {data.name}, validation_fraction: 0.34}}")
+    _run(config, "--set", "model.quantization=nf4")
+    summary = json.loads((tmp_path / "qlora" / "run.json").read_text())
+    assert summary["config"]["model"]["quantization"] == "nf4"
+    assert summary["final"]["eval_loss"] < summary["final"]["eval_loss_before"]
+    adapter = json.loads((tmp_path / "qlora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 8
+
+
+def test_all_shipped_run_configs_are_valid():
+    names = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+    assert names == ["smollm2_lora.yaml", "tinyllama_full.yaml", "tinyllama_lora.yaml", "tinyllama_qlora.yaml"]
+    for name in names:
+        load_run_config(REPO / "configs" / name)
+    assert load_run_config(REPO / "configs" / "tinyllama_qlora.yaml").model.quantization == "nf4"
+    assert not load_run_config(REPO / "configs" / "tinyllama_full.yaml").lora.enabled
