@@ -24,7 +24,7 @@ from fatigue_llm.config import ConfigError
 
 DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-DATA_FORMATS = ("auto", "cases_csv", "alpaca", "messages")
+DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
 
 
 QUANTIZATIONS = ("none", "nf4")
@@ -55,6 +55,7 @@ class TrainingSection:
     save_total_limit: int = 2       # checkpoints kept (older ones rotated out)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     seed: int = 0
+    deterministic: bool = False     # deterministic kernels (slower): bit-identical runs and resumes
 
 
 @dataclass(frozen=True)

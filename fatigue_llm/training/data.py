@@ -161,7 +161,9 @@ def read_messages(path: Path) -> list[Conversation]:
 
 def detect_format(path: Path) -> str:
     if path.suffix.lower() == ".csv":
-        return "cases_csv"
+        from fatigue_llm.training.seed_units import is_seed_csv  # here, not on top: seed_units imports this module
+
+        return "seed_csv" if is_seed_csv(path) else "cases_csv"
     first = _load_json_list(path)[0]
     if isinstance(first, dict) and ("messages" in first or "conversations" in first):
         return "messages"
@@ -185,6 +187,10 @@ def load_conversations(path: Path, data_format: str, build_prompt: PromptBuilder
     data_format = detect_format(path) if data_format == "auto" else data_format
     if data_format == "cases_csv":
         return [case_conversation(*row, build_prompt) for row in read_cases_csv(path)]
+    if data_format == "seed_csv":
+        from fatigue_llm.training.seed_units import read_seed_csv  # here, not on top: seed_units imports this module
+
+        return [case_conversation(*row[:4], build_prompt) for row in read_seed_csv(path)]
     if data_format == "alpaca":
         return read_alpaca(path)
     if data_format == "messages":

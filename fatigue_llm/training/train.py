@@ -153,6 +153,9 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         raise DataError(f"{data_path}: cannot read the training data (no such file; data.train in {config.source})")
     out = config.resolve(config.output.dir)
     out.mkdir(parents=True, exist_ok=True)
+    from transformers import set_seed
+
+    set_seed(config.training.seed)  # before the adapter's random init: the same seed, the same run
     model, tokenizer = build_model(config)
     train_items, val_items, counts = prepare_data(config, tokenizer)
     t = config.training
@@ -165,7 +168,7 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         logging_steps=t.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         load_best_model_at_end=evaluate and t.early_stopping_patience > 0, metric_for_best_model="eval_loss",
-        greater_is_better=False, seed=t.seed, data_seed=t.seed, report_to=[],
+        greater_is_better=False, seed=t.seed, data_seed=t.seed, full_determinism=t.deterministic, report_to=[],
         gradient_checkpointing=t.gradient_checkpointing, use_cpu=not _cuda(), bf16=config.model.dtype == "bfloat16",
         remove_unused_columns=False, dataloader_num_workers=0,
     )

@@ -213,10 +213,10 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return losses
 
 
-def _tiny_config(tmp_path: Path, model: Path, name: str, training: str, extra: str = "") -> Path:
+def _tiny_config(tmp_path: Path, model: Path, name: str, training: str, extra: str = "", lr: float = 1e-3) -> Path:
     return write(tmp_path / f"{name}.yaml", f"""
 model: {{path: {model}}}
-training: {{learning_rate: 1.0e-3, gradient_accumulation: 1, warmup_ratio: 0.0, scheduler: constant,
+training: {{learning_rate: {lr}, gradient_accumulation: 1, warmup_ratio: 0.0, scheduler: constant,
            logging_steps: 1, seed: 3, {training}}}
 lora: {{r: 8, alpha: 16, dropout: 0.0}}
 output: {{dir: {name}}}
@@ -248,7 +248,7 @@ def test_resume_after_sigkill_gives_the_same_next_step_loss(tmp_path, tiny_llama
     resumed = _losses(tmp_path / "interrupted")
     assert sorted(straight) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):  # optimizer, scheduler, RNG and data order restored from checkpoint-3
-        assert resumed[step] == pytest.approx(straight[step], rel=1e-4, abs=1e-5), (step, straight, resumed)
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-6), (step, straight, resumed)
 
 
 @pytest.mark.slow
@@ -256,12 +256,16 @@ def test_early_stopping_stops_when_the_held_out_loss_stops_improving(tmp_path, t
     train = write(tmp_path / "train.csv", MESSAGE_HEADER + CASE_ROW.format(message="Take a break soon.") * 4)
     held_out = write(tmp_path / "val.csv", MESSAGE_HEADER + CASE_ROW.format(
         message="Fresh air helps briefly, then plan a rest stop.") * 2)
+    # a learning rate far too high: the held-out loss gets worse, and two evaluations without improvement stop it
     config = _tiny_config(tmp_path, tiny_llama, "early", "max_steps: 40, eval_steps: 1, save_steps: 1, "
-                          "save_total_limit: 2, early_stopping_patience: 2, learning_rate: 3.0e-3",
-                          f"data: {{train: {train.name}, validation: {held_out.name}}}")
+                          "save_total_limit: 2, early_stopping_patience: 2",
+                          f"data: {{train: {train.name}, validation: {held_out.name}}}", lr=0.3)
     _run(config)
     final = json.loads((tmp_path / "early" / "run.json").read_text())["final"]
-    assert final["steps"] < 40, final  # stopped early: the model learns the train message, not the held-out one
+    evals = [json.loads(line)["eval_loss"] for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()
+             if "eval_loss" in line]
+    assert final["steps"] < 40, final
+    assert min(evals[:-2]) < min(evals[-3:-1])  # it stopped because the last evaluations did not improve
 
 
 @pytest.mark.slow
