@@ -42,6 +42,7 @@ class Conversation:
     level: str = ""       # the label, when the example is an intervention case
     action: str = ""
     rule_level: str = ""  # the rule policy's level for its features (the answer may not be below it)
+    features: FatigueFeatures | None = None  # the case's features (evaluation runs the engine on them)
 
     @property
     def answerable(self) -> bool:
@@ -180,7 +181,7 @@ def case_conversation(features: FatigueFeatures, level: str, action: str, messag
                       build_prompt: PromptBuilder) -> Conversation:
     """A case as the engine's request for ``features`` and the answer the decoder would write."""
     messages, rule_level = build_prompt(features)
-    return Conversation(tuple(messages), answer_text(level, action, message), level, action, rule_level)
+    return Conversation(tuple(messages), answer_text(level, action, message), level, action, rule_level, features)
 
 
 def load_conversations(path: Path, data_format: str, build_prompt: PromptBuilder) -> list[Conversation]:

@@ -208,12 +208,29 @@ def _last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(out))
 
 
+def _other_mode(config: RunConfig, args: argparse.Namespace) -> int:
+    from fatigue_llm.training.evaluate import generate_one, run_evaluation, table
+
+    if args.mode == "generate":
+        if args.features is None:
+            raise DataError("--mode generate needs --features FEATURES.json")
+        print(json.dumps(generate_one(config, args.features)))
+        return 0
+    print(table(run_evaluation(config, compare=args.mode == "compare", limit=args.limit)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fatigue-llm train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="run config YAML (configs/*.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key, e.g. training.learning_rate=1e-4 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output.dir")
+    parser.add_argument("--mode", choices=("train", "evaluate", "compare", "generate"), default="train",
+                        help="train (default); evaluate the run's adapter through the engine on held-out cases; "
+                             "compare it with the base model; generate one intervention for --features")
+    parser.add_argument("--features", type=Path, help="features JSON file (--mode generate)")
+    parser.add_argument("--limit", type=int, default=20, help="held-out cases to evaluate (default 20)")
     return parser
 
 
@@ -224,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_run_config(args.config, args.set)
+        if args.mode != "train":
+            return _other_mode(config, args)
         summary = train(config, resume=args.resume)
-    except (ConfigError, DataError, ModelError) as error:
+    except (ConfigError, DataError, ModelError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     final = summary["final"]

@@ -172,6 +172,25 @@ output: {{dir: run}}
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in entry for entry in logged) and any("eval_loss" in entry for entry in logged)
 
+    # the car's view: the engine with this adapter vs the base model on the held-out cases
+    compare = subprocess.run([sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config),
+                              "--mode", "compare", "--limit", "2"], capture_output=True, text=True, timeout=900)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    base, tuned = report["results"]
+    assert (base["model"], tuned["model"], tuned["cases"]) == ("base", "adapter", 2)
+    assert tuned["perplexity"] < base["perplexity"]  # the held-out answers are what it was trained on
+    for result in (base, tuned):
+        assert 0 <= result["level_accuracy"] <= 1 and 0 <= result["accepted_as_written"] <= 1
+        assert all(row["level"] in ("WARNING", "CRITICAL") for row in result["rows"])  # never below the rule
+    assert "| adapter | 2 |" in compare.stdout and len(report["samples"]) == 2
+    features = write(tmp_path / "f.json", json.dumps({"eye_closure_ratio": 0.22, "window_duration": 60.0}))
+    one = subprocess.run([sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config),
+                          "--mode", "generate", "--features", str(features)], capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert json.loads(one.stdout.strip().splitlines()[-1])["level"] in ("WARNING", "CRITICAL")
+
 
 def test_train_cli_exits_2_naming_the_problem(tmp_path):
     config = write(tmp_path / "run.yaml", "data: {train: missing.csv}\n")
