@@ -15,7 +15,7 @@ DELEGATED = {
     "sample-video": ("fatigue_llm.sim.driver_video", "generate a synthetic driver video with ground truth"),
     "simulate-drive": ("fatigue_llm.sim.drive", "simulate labelled vehicle signals -> CSV"),
     "intervene": ("fatigue_llm.intervention.cli", "one intervention for a features JSON file"),
-    "model": ("fatigue_llm.intervention.convert", "convert / verify on-device models"),
+    "model": ("fatigue_llm.intervention.convert", "convert / verify / verify-attention on-device models"),
     "train": ("fatigue_llm.training.train", "fine-tune the on-device LLM (LoRA / full) from a run config"),
     "export": ("fatigue_llm.training.export", "merge a run's LoRA adapter and export it as a verified GGUF"),
     "generate-data": ("fatigue_llm.training.generate", "generate a synthetic intervention cases CSV"),

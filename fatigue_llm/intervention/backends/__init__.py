@@ -13,7 +13,8 @@ def create_backend(config: LlmConfig) -> Backend:
     """The backend named by ``config.backend`` with ``config.model_path`` ("" = embedded SmolLM2).
 
     Raises ModelError (from fatigue_llm.intervention.models) when the model is missing or unusable,
-    and BackendError for an unknown backend or a GGUF-only option combination.
+    and BackendError for an unknown backend or an option the backend does not take (``quantization``
+    with llamacpp; a ``lora_path`` that is not a .gguf file with llamacpp).
     """
     source = resolve_model(config.model_path)
     if config.backend == "llamacpp":
@@ -24,10 +25,16 @@ def create_backend(config: LlmConfig) -> Backend:
                 f"backend 'llamacpp' needs a GGUF file, {source.path} is a Hugging Face folder: "
                 "convert it with 'fatigue-llm model convert' or use backend 'transformers'"
             )
-        if config.lora_path or config.quantization != "none":
-            raise BackendError("'lora_path' and 'quantization' apply to backend 'transformers' only")
+        if config.quantization != "none":
+            raise BackendError("'quantization' applies to backend 'transformers' only (a GGUF is quantized "
+                               "when written: 'fatigue-llm model convert --quant')")
+        if config.lora_path and not config.lora_path.endswith(".gguf"):
+            raise BackendError(
+                f"backend 'llamacpp' takes a GGUF LoRA as 'lora_path' (a .gguf file), not {config.lora_path}: "
+                "write one with 'fatigue-llm export RUN --lora-gguf X.gguf', or use backend 'transformers' "
+                "for a peft adapter folder")
         return LlamaCppBackend(source.path, n_threads=config.n_threads, n_ctx=config.n_ctx,
-                               temperature=config.temperature)
+                               temperature=config.temperature, lora_path=config.lora_path or None)
     if config.backend == "transformers":
         from fatigue_llm.intervention.backends.transformers_backend import TransformersBackend
 

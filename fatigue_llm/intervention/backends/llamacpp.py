@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -67,6 +69,27 @@ def _chat_renderer(template: str, bos: str, eos: str):
     return render
 
 
+def _lora_refusal(model, lora: Path) -> str:
+    """llama.cpp's reason for refusing the LoRA ``lora`` on ``model`` (a ``LlamaModel``): the adapter is
+    loaded once more with llama.cpp's log caught. llama-cpp-python 0.3.36 maps ggml's log levels to the
+    wrong names (errors come out as debug), so when not verbose the reason is never printed."""
+    import llama_cpp
+    from llama_cpp._logger import set_verbose
+
+    lines = io.StringIO()
+    stderr, sys.stderr = sys.stderr, lines  # where llama-cpp-python's log callback prints
+    set_verbose(True)
+    try:
+        adapter = llama_cpp.llama_adapter_lora_init(model.model, str(lora).encode("utf-8"))
+    finally:
+        set_verbose(False)
+        sys.stderr = stderr
+    if adapter:
+        llama_cpp.llama_adapter_lora_free(adapter)
+    found = [line.strip() for line in lines.getvalue().splitlines() if "fail" in line or "error" in line]
+    return found[-1] if found else "llama.cpp gave no reason"
+
+
 class LlamaCppBackend(Backend):
     """A GGUF model loaded with llama-cpp-python."""
 
@@ -74,8 +97,10 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, model_path: str | Path, n_threads: int = 2, n_ctx: int = 1024,
                  temperature: float = 0.0, seed: int = 0, logits_all: bool = False,
-                 template_decoding: bool = True) -> None:
-        """Load ``model_path``. Raises ModelError when the file is missing, not a GGUF or unloadable.
+                 template_decoding: bool = True, lora_path: str | Path | None = None) -> None:
+        """Load ``model_path``, with the GGUF LoRA adapter ``lora_path`` applied at load time (scale 1;
+        ``fatigue-llm export RUN --lora-gguf X.gguf`` writes one). Raises ModelError when a file is missing,
+        not a GGUF or unloadable (an adapter for another base: llama.cpp checks tensor names and shapes).
 
         ``template_decoding=False`` sends every schema through the grammar sampler (benchmarks)."""
         import llama_cpp
@@ -83,17 +108,33 @@ class LlamaCppBackend(Backend):
         path = Path(model_path)
         if not path.is_file() or not is_gguf(path):
             raise ModelError(f"GGUF model {path} does not exist or is not a GGUF file")
+        lora = Path(lora_path) if lora_path else None
+        if lora is not None and (not lora.is_file() or not is_gguf(lora)):
+            raise ModelError(f"GGUF LoRA {lora} does not exist or is not a GGUF file "
+                             f"(write one with `fatigue-llm export RUN --lora-gguf {lora.name}`)")
         try:
             # use_mmap=False: llama.cpp repacks Q4_0/Q8_0 weights for the CPU's SIMD into its own
             # buffer, so a memory-mapped file only kept a second copy resident. Measured on the
             # TinyLlama Q4_0: peak RSS 1270 -> 758 MiB, prompt and decode speed unchanged.
+            # The LoRA is not merged: llama.cpp adds scale * B(A x) next to each (quantized) matmul.
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 n_batch=min(512, n_ctx), seed=seed, logits_all=logits_all, verbose=False, use_mmap=False,
+                lora_path=None if lora is None else str(lora),
             )
         except (ValueError, RuntimeError, OSError) as error:
-            raise ModelError(f"llama.cpp could not load {path}: {error}") from None
+            with_lora = "" if lora is None else f" with the LoRA {lora}"
+            raise ModelError(f"llama.cpp could not load {path}{with_lora}: {error}") from None
+        if lora is not None and not self.llm._lora_adapter:
+            # llama-cpp-python 0.3.36 tests the adapter pointer with `is None`, so an adapter llama.cpp
+            # refused (a NULL pointer) went unnoticed and the model ran without it
+            reason = _lora_refusal(self.llm._model, lora)
+            self.llm._lora_adapter = None
+            self.llm.close()
+            raise ModelError(f"llama.cpp refused the LoRA {lora} for {path} (an adapter for another base?): "
+                             f"{reason}")
         self.path = path
+        self.lora_path = lora
         self.temperature = temperature
         self.seed = seed
         self._lock = threading.Lock()
