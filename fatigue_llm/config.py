@@ -31,14 +31,14 @@ def _field_types(cls: type) -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _coerce(value: Any, expected: type, where: str) -> Any:
+def coerce_value(value: Any, expected: type, where: str) -> Any:
     """Check one parameter value against its declared type (ints are accepted for floats)."""
     origin = typing.get_origin(expected)
     if origin in (list, tuple):
         (item_type, *_) = typing.get_args(expected) or (Any,)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce_value(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     if expected is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -81,7 +81,7 @@ def config_from_mapping(cls: type[T], values: dict[str, Any], source: str = "<pa
     """
     types = _field_types(cls)
     kwargs = {
-        name: _coerce(values[name], expected, f"{source}: parameter '{name}'")
+        name: coerce_value(values[name], expected, f"{source}: parameter '{name}'")
         for name, expected in types.items()
         if name in values
     }

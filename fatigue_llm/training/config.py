@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from fatigue_llm.config import ConfigError
+from fatigue_llm.config import ConfigError, coerce_value  # one type check for parameters and run configs
 
 DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -128,33 +128,6 @@ class RunConfig:
         return Path(self.source).parent / path
 
 
-def _coerce(value: Any, expected: Any, where: str) -> Any:
-    origin = typing.get_origin(expected)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if expected is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if expected is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if expected is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {expected!r}")
-
-
 def _section(cls: type, values: Any, source: str, name: str):
     if values is None:
         return cls()
@@ -166,7 +139,7 @@ def _section(cls: type, values: Any, source: str, name: str):
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{key}' for key in unknown)}; "
                           f"known in '{name}': {', '.join(sorted(known))}")
-    return cls(**{key: _coerce(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()})
+    return cls(**{key: coerce_value(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()})
 
 
 SECTIONS = {"model": ModelSection, "training": TrainingSection, "lora": LoraSection, "data": DataSection,
