@@ -44,16 +44,12 @@ def adapter_dir(config: RunConfig) -> Path:
     return folder
 
 
-def held_out_cases(config: RunConfig, tokenizer_count, limit: int) -> list[Conversation]:
+def held_out_cases(config: RunConfig, tokenizer, limit: int) -> list[Conversation]:
     """The run's validation cases (its explicit file, or the same seeded split training used)."""
     from fatigue_llm.llm.config import LlmConfig
     from fatigue_llm.training.train import engine_prompt_builder
 
-    class _Counter:  # engine_prompt_builder wants a tokenizer-like callable
-        def __call__(self, text, add_special_tokens=False):
-            return type("Ids", (), {"input_ids": [0] * tokenizer_count(text)})()
-
-    build = engine_prompt_builder(_Counter(), LlmConfig().max_message_chars)
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
     if config.data.validation:
         cases = load_conversations(config.resolve(config.data.validation), config.data.format, build)
     else:
@@ -129,7 +125,7 @@ def run_evaluation(config: RunConfig, compare: bool, limit: int) -> dict:
 
     adapter = adapter_dir(config)
     _, tokenizer = load_model(resolve_model(config.model.path))
-    cases = held_out_cases(config, lambda text: len(tokenizer(text, add_special_tokens=False).input_ids), limit)
+    cases = held_out_cases(config, tokenizer, limit)
     models = [ModelUnderTest("adapter", str(adapter))]
     if compare:
         models.insert(0, ModelUnderTest("base", ""))
