@@ -20,11 +20,26 @@ SEED_FEATURES = (
     "blink_frequency",
     "head_nod",
     "voice_quality",
-    "steering_stability",
+    "steering_reversal_rate",
     "speed_variance",
     "yaw_rate",
     "time_awake",
 )
+
+# Columns renamed since earlier files were written: old name -> (new name, why). Readers refuse the old
+# name with this explanation rather than guess what a file holds.
+RENAMED_COLUMNS = {
+    "steering_stability": ("steering_reversal_rate", "it holds steering reversals per minute, where higher means "
+                           "less stable; a 0-1 steering regularity from the source documents' seed CSV is read "
+                           "with data.format: seed_csv"),
+}
+
+
+def renamed_column_hint(columns) -> str:
+    """A sentence for each renamed column found in ``columns`` ("" when none)."""
+    return "".join(f" Column '{old}' is now '{new}': {why}." for old, (new, why) in RENAMED_COLUMNS.items()
+                   if old in columns)
+
 
 MAX_WINDOW_S = 3600.0  # no feature window is longer than an hour
 MAX_COUNT = 10_000     # events in one window; even 1 event/s for MAX_WINDOW_S stays below it
@@ -95,7 +110,7 @@ class FatigueFeatures:
     blink_frequency: float = _ranged(NAN, 0.0, 120.0, "/min")       # physiological maximum ~60-100 /min
     head_nod: float = _ranged(NAN, 0.0, 60.0, "/min")               # one nod a second at most
     voice_quality: float = _ranged(NAN, 0.0, 1.0, "score")          # no voice source yet
-    steering_stability: float = _ranged(NAN, 0.0, 600.0, "/min")    # steering reversals; 10 Hz is beyond any hand
+    steering_reversal_rate: float = _ranged(NAN, 0.0, 600.0, "/min")    # steering reversals; 10 Hz is beyond any hand
     speed_variance: float = _ranged(NAN, 0.0, 2500.0, "(m/s)^2")    # speeds spanning 0-100 m/s
     yaw_rate: float = _ranged(NAN, 0.0, 3.0, "rad/s")               # std; a car's yaw rate stays below ~1 rad/s
     time_awake: float = _ranged(NAN, 0.0, 72.0, "h")                # beyond 3 days awake is not a driver

@@ -118,7 +118,7 @@ class FeatureWindow:
             blink_frequency=eye["blink_rate"],
             head_nod=eye["nod_rate"],
             voice_quality=NAN,  # no voice source in the vehicle yet: absent, not guessed
-            steering_stability=vehicle.steering_reversal_rate,
+            steering_reversal_rate=vehicle.steering_reversal_rate,
             speed_variance=vehicle.speed_variance,
             yaw_rate=vehicle.yaw_rate_std,
             time_awake=self._time_awake_h(now),

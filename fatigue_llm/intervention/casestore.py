@@ -45,7 +45,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from fatigue_llm.features.types import SEED_FEATURES, FatigueFeatures
+from fatigue_llm.features.types import RENAMED_COLUMNS, SEED_FEATURES, FatigueFeatures, renamed_column_hint
 from fatigue_llm.intervention.types import ACTIONS, Level
 
 log = logging.getLogger(__name__)
@@ -408,8 +408,12 @@ class CaseStore:
     @staticmethod
     def _row_to_case(row: tuple) -> Case:
         case_id, features, blob, intervention, action, level, eff, _, driver, ts = row
+        stored = json.loads(features)
+        for old, (new, _why) in RENAMED_COLUMNS.items():  # cases stored before a feature was renamed
+            if old in stored and new not in stored:
+                stored[new] = stored.pop(old)
         return Case(
-            features=json.loads(features), embedding=np.frombuffer(blob, dtype=np.float32).copy(),
+            features=stored, embedding=np.frombuffer(blob, dtype=np.float32).copy(),
             intervention=intervention, action=action, level=level, effectiveness=eff,
             driver_id=driver, timestamp_s=ts, case_id=case_id,
         )
@@ -477,7 +481,8 @@ def read_seed_csv(path: Path) -> list[tuple[FatigueFeatures, Case]]:
             header = reader.fieldnames or []
             missing = [name for name in SEED_COLUMNS if name not in header]
             if missing:
-                raise SeedFormatError(f"{path}, line 1: missing column(s) {missing}; header is {header}")
+                raise SeedFormatError(f"{path}, line 1: missing column(s) {missing}; header is {header}."
+                                      f"{renamed_column_hint(header)}")
             unknown = [name for name in header if name not in SEED_COLUMNS + OPTIONAL_SEED_COLUMNS]
             if unknown:
                 raise SeedFormatError(f"{path}, line 1: unknown column(s) {unknown}")

@@ -15,7 +15,7 @@ Reference (centre, scale) per feature, from the ranges the alert policy and the 
   yawn_count           0, 2         per window
   head_nod             0.2, 1 /min
   voice_quality        0.8, 0.2     [0, 1]
-  steering_stability   8, 6 /min    steering reversals per minute
+  steering_reversal_rate   8, 6 /min    steering reversals per minute
   sdlp                 0.25, 0.15 m standard deviation of lane position (~0.2 m alert)
   speed_variance       2, 4 (m/s)^2
   yaw_rate             0.03, 0.03 rad/s
@@ -52,7 +52,7 @@ REFERENCE: dict[str, tuple[float, float]] = {
     "yawn_count": (0.0, 2.0),
     "head_nod": (0.2, 1.0),
     "voice_quality": (0.8, 0.2),
-    "steering_stability": (8.0, 6.0),
+    "steering_reversal_rate": (8.0, 6.0),
     "sdlp": (0.25, 0.15),
     "speed_variance": (2.0, 4.0),
     "yaw_rate": (0.03, 0.03),

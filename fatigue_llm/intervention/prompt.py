@@ -61,7 +61,7 @@ FEATURE_FORMAT: tuple[tuple[str, str, str, str], ...] = (
     ("yawn_count", "yawns", "{:.0f}", ""),
     ("head_nod", "nods", "{:.1f}", "/min"),
     ("voice_quality", "voice", "{:.2f}", ""),
-    ("steering_stability", "steering reversals", "{:.1f}", "/min"),
+    ("steering_reversal_rate", "steering reversals", "{:.1f}", "/min"),
     ("sdlp", "lane std", "{:.2f}", "m"),
     ("speed_variance", "speed var", "{:.1f}", "m2/s2"),
     ("yaw_rate", "yaw std", "{:.3f}", "rad/s"),

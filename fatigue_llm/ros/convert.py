@@ -96,7 +96,7 @@ def msg_to_vehicle(msg: VehicleSignals) -> VehicleSample:
 
 _FEATURE_FIELDS = (
     "window_duration", "face_visible_fraction", "eye_closure_ratio", "blink_frequency", "head_nod",
-    "voice_quality", "steering_stability", "speed_variance", "yaw_rate", "time_awake", "mean_blink_duration",
+    "voice_quality", "steering_reversal_rate", "speed_variance", "yaw_rate", "time_awake", "mean_blink_duration",
     "longest_eye_closure", "steering_angle_std", "sdlp", "time_driving",
 )
 _COUNT_FIELDS = ("microsleep_count", "slow_blink_count", "yawn_count")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fatigue_llm.features.types import SEED_FEATURES, FatigueFeatures
+from fatigue_llm.features.types import SEED_FEATURES, FatigueFeatures, renamed_column_hint
 from fatigue_llm.intervention.types import ACTIONS, LEVEL_ACTION_CHOICES, Level
 
 Message = dict[str, str]
@@ -78,7 +78,7 @@ def read_cases_csv(path: Path) -> list[tuple[FatigueFeatures, str, str, str]]:
             columns = reader.fieldnames or []
             missing = [c for c in (*SEED_FEATURES, "level", "action") if c not in columns]
             if missing:
-                raise DataError(f"{path}: missing column(s) {missing}; found {columns}")
+                raise DataError(f"{path}: missing column(s) {missing}; found {columns}.{renamed_column_hint(columns)}")
             rows = []
             for number, row in enumerate(reader, start=2):
                 where = f"{path}: row {number}"

@@ -108,7 +108,7 @@ P_NO_VOICE, P_NO_VEHICLE, P_NO_FACE, P_NO_AWAKE = 0.5, 0.10, 0.03, 0.10
 
 # column -> decimals written (blinks and nods are counts in a 60 s window)
 DECIMALS = {"eye_closure_ratio": 3, "blink_frequency": 0, "head_nod": 0, "voice_quality": 2,
-            "steering_stability": 1, "speed_variance": 2, "yaw_rate": 3, "time_awake": 1}
+            "steering_reversal_rate": 1, "speed_variance": 2, "yaw_rate": 3, "time_awake": 1}
 
 
 def state_of(kss: int) -> str:
@@ -149,7 +149,7 @@ def _raw_features(rng: random.Random, context: Context, kss: int, awake_h: float
         "blink_frequency": max(4.0, BLINK_MEDIAN[i] + noise(4.0)),
         "head_nod": float(_poisson(rng, NOD_RATE[i] * sensitivity * math.exp(noise(0.4)))),
         "voice_quality": VOICE_MEDIAN[i] - noise(0.05),
-        "steering_stability": context.reversals * gain * math.exp(noise(0.25)),
+        "steering_reversal_rate": context.reversals * gain * math.exp(noise(0.25)),
         "speed_variance": context.speed_var * gain * math.exp(noise(0.5)),
         "yaw_rate": context.yaw_std * gain * math.exp(noise(0.3)),
         "time_awake": awake_h,
@@ -164,7 +164,7 @@ def _observed(rng: random.Random, raw: dict[str, float]) -> dict[str, str]:
     if rng.random() < P_NO_VOICE:
         absent.add("voice_quality")
     if rng.random() < P_NO_VEHICLE:
-        absent |= {"steering_stability", "speed_variance", "yaw_rate"}
+        absent |= {"steering_reversal_rate", "speed_variance", "yaw_rate"}
     if rng.random() < P_NO_AWAKE:
         absent.add("time_awake")
     return {name: "" if name in absent else f"{_clip(raw[name], name):.{DECIMALS[name]}f}" for name in SEED_FEATURES}

@@ -94,7 +94,8 @@ SEED_COLUMN_MAP: dict[str, ColumnMap] = {
                             "time_driving (s), time_awake left absent"),
 }
 EFFECTIVENESS_SCALE = (0.0, 1.0)
-REQUIRED_COLUMNS = (*SEED_FEATURES, "intervention", "effectiveness")
+SOURCE_COLUMNS = tuple(SEED_COLUMN_MAP)  # the source's own names, in its column order
+REQUIRED_COLUMNS = (*SOURCE_COLUMNS, "intervention", "effectiveness")
 
 # (pattern, action), first match wins: specific phrases before the words they contain ("no intervention -
 # alert driver" is none, "alert then pulled over" a stop, "dashboard reminder of the next rest area" a notice)

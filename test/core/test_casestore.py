@@ -50,13 +50,13 @@ def test_nearest_seed_case_is_found(tmp_path):
     store = CaseStore.open(tmp_path / "store", dim=9, hnsw_threshold=5000)
     assert store.seed_from_csv(SEED_CSV, embed) == len(read_seed_csv(SEED_CSV)) >= 40
     severe = FatigueFeatures(eye_closure_ratio=0.47, blink_frequency=10, head_nod=8, voice_quality=0.4,
-                             steering_stability=7, speed_variance=7.6, yaw_rate=0.084, time_awake=24)
+                             steering_reversal_rate=7, speed_variance=7.6, yaw_rate=0.084, time_awake=24)
     hits = store.search(embed(severe), k=3)
     assert len(hits) == 3
     assert hits[0].case.level == Level.CRITICAL and hits[0].similarity > 0.95
     assert all(hit.case.case_id >= 0 and hit.case.driver_id == "seed" for hit in hits)
     alert = FatigueFeatures(eye_closure_ratio=0.03, blink_frequency=15, head_nod=0, voice_quality=0.93,
-                            steering_stability=31, speed_variance=0.8, yaw_rate=0.012, time_awake=4)
+                            steering_reversal_rate=31, speed_variance=0.8, yaw_rate=0.012, time_awake=4)
     assert store.search(embed(alert), k=1)[0].case.action == "none"
     store.close()
 

@@ -66,7 +66,7 @@ def test_ranges_hold_what_our_own_feature_window_produces():
 def test_sanitize_makes_bad_values_absent_and_keeps_the_valid_ones():
     garbage = FatigueFeatures(timestamp_s=12.0, window_duration=60.0, eye_closure_ratio=0.12,
                               blink_frequency=1e308, time_awake=-5.0, sdlp=math.inf, yaw_rate=-math.inf,
-                              steering_stability=25.0, slow_blink_count=-3, yawn_count=10**9, microsleep_count=1)
+                              steering_reversal_rate=25.0, slow_blink_count=-3, yawn_count=10**9, microsleep_count=1)
     clean, violations = sanitize(garbage)
     assert [v.field for v in violations] == ["blink_frequency", "yaw_rate", "time_awake", "slow_blink_count",
                                              "yawn_count", "sdlp"]
@@ -75,7 +75,7 @@ def test_sanitize_makes_bad_values_absent_and_keeps_the_valid_ones():
     assert (clean.slow_blink_count, clean.yawn_count) == (0, 0)
     # the valid features beside them are untouched
     assert (clean.timestamp_s, clean.window_duration, clean.eye_closure_ratio) == (12.0, 60.0, 0.12)
-    assert (clean.steering_stability, clean.microsleep_count) == (25.0, 1)
+    assert (clean.steering_reversal_rate, clean.microsleep_count) == (25.0, 1)
     assert out_of_range(clean) == []
     assert garbage.blink_frequency == 1e308  # a copy: the input is unchanged
     time_awake = violations[2]

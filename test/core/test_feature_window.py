@@ -91,7 +91,7 @@ def test_absent_vehicle_signals_are_nan_and_present_ones_are_measured():
     window = FeatureWindow(FeatureConfig(hours_awake_at_start=10.0))
     feed(window, 30.0, seconds=10.0)
     features = window.compute()
-    assert math.isnan(features.steering_stability) and math.isnan(features.sdlp)
+    assert math.isnan(features.steering_reversal_rate) and math.isnan(features.sdlp)
     assert math.isnan(features.voice_quality)
     assert features.time_awake == pytest.approx(10.0 + 10.0 / 3600, abs=1e-3)
     for i in range(1000):  # 10 s at 100 Hz, speed 20 +- 2 m/s over two sine periods: variance 2

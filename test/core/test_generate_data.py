@@ -79,7 +79,7 @@ def test_features_within_ranges_with_absent_sources(dataset):
             assert math.isnan(value) or FEATURE_RANGES[name].contains(value), (name, value)
         assert math.isnan(case.effectiveness) or 0.0 <= case.effectiveness <= 1.0
     absent = Counter(name for case in cases for name in SEED_FEATURES if case.cells[name] == "")
-    assert absent["voice_quality"] > 0.3 * N and 0 < absent["steering_stability"] < 0.2 * N
+    assert absent["voice_quality"] > 0.3 * N and 0 < absent["steering_reversal_rate"] < 0.2 * N
     assert 0 < absent["eye_closure_ratio"] < 0.1 * N
 
 

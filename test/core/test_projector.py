@@ -23,7 +23,7 @@ from fatigue_llm.intervention.projector import (
 ALERT = FatigueFeatures(**{name: REFERENCE[name][0] for name in FEATURE_NAMES})
 TIRED = FatigueFeatures(eye_closure_ratio=0.25, blink_frequency=30.0, slow_blink_count=4, time_awake=18.0)
 TIRED_TOO = FatigueFeatures(eye_closure_ratio=0.27, blink_frequency=28.0, slow_blink_count=5, time_awake=17.0)
-NOISY_ROAD = FatigueFeatures(eye_closure_ratio=0.04, steering_stability=25.0, sdlp=0.6, speed_variance=12.0)
+NOISY_ROAD = FatigueFeatures(eye_closure_ratio=0.04, steering_reversal_rate=25.0, sdlp=0.6, speed_variance=12.0)
 
 
 def test_normalise_centres_scales_clips_and_masks_missing():

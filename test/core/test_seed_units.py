@@ -27,7 +27,7 @@ def write(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
 def test_mapping_keeps_same_quantities_and_leaves_the_rest_absent(tmp_path):
     [(features, level, action, message, effect)] = read_seed_csv(write(tmp_path, ALERT))
     assert (features.eye_closure_ratio, features.blink_frequency, features.voice_quality) == (0.05, 16.0, 0.9)
-    for name in ("head_nod", "steering_stability", "speed_variance", "yaw_rate", "time_awake"):
+    for name in ("head_nod", "steering_reversal_rate", "speed_variance", "yaw_rate", "time_awake"):
         assert math.isnan(getattr(features, name)), name
     assert features.time_driving == 60.0  # seconds since the last rest
     assert (level, action, message, effect) == ("INFO", "none", ACTIONS["none"], 0.9)
@@ -127,3 +127,13 @@ def test_format_detection_and_loading(tmp_path):
     conversations = load_conversations(path, "auto", build)
     assert [(c.level, c.action) for c in conversations] == [("INFO", "none"), ("WARNING", "audio_chime")]
     assert conversations[1].answer == answer_text("WARNING", "audio_chime", ACTIONS["audio_chime"])
+
+
+def test_cases_csv_with_the_old_steering_column_is_refused_with_the_rename(tmp_path):
+    from fatigue_llm.training.data import DataError, read_cases_csv
+
+    old = tmp_path / "old_cases.csv"
+    old.write_text("eye_closure_ratio,blink_frequency,head_nod,voice_quality,steering_stability,speed_variance,"
+                   "yaw_rate,time_awake,level,action\n0.1,15,0,0.9,30,1,0.01,5,WARNING,audio_chime\n")
+    with pytest.raises(DataError, match="'steering_stability' is now 'steering_reversal_rate'"):
+        read_cases_csv(old)

@@ -24,7 +24,7 @@ from fatigue_llm.training.data import (
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "fatigue_llm" / "intervention" / "data" / "seed_cases.csv"
-HEADER = "eye_closure_ratio,blink_frequency,head_nod,voice_quality,steering_stability,speed_variance,yaw_rate," \
+HEADER = "eye_closure_ratio,blink_frequency,head_nod,voice_quality,steering_reversal_rate,speed_variance,yaw_rate," \
          "time_awake,level,action\n"
 
 

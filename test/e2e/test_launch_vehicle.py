@@ -190,9 +190,9 @@ def test_launched_nodes_take_camera_images_and_vehicle_csv(tmp_path):
         assert len(observations) >= 20, log.text()[-3000:]
         assert sum(o.face_found for o in observations) >= 15
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(math.isfinite(f.steering_stability) for f in features):
+        while time.monotonic() < deadline and not any(math.isfinite(f.steering_reversal_rate) for f in features):
             rclpy.spin_once(node, timeout_sec=0.1)
-        assert any(math.isfinite(f.steering_stability) and math.isfinite(f.sdlp) for f in features)
+        assert any(math.isfinite(f.steering_reversal_rate) and math.isfinite(f.sdlp) for f in features)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -77,7 +77,7 @@ class Car:
         msg = self._features_msg()
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.window_duration, msg.face_visible_fraction = 60.0, 1.0
-        for name in ("blink_frequency", "head_nod", "voice_quality", "steering_stability", "speed_variance",
+        for name in ("blink_frequency", "head_nod", "voice_quality", "steering_reversal_rate", "speed_variance",
                      "yaw_rate", "mean_blink_duration", "steering_angle_std", "sdlp", "time_driving"):
             setattr(msg, name, float("nan"))
         msg.eye_closure_ratio, msg.time_awake = 0.34, 17.0
