@@ -1,6 +1,6 @@
 """``fatigue-llm intervene``: one intervention for a features JSON file, printed as JSON.
 
-    fatigue-llm intervene --features FEATURES.json [--model PATH] [--backend llamacpp|transformers]
+    fatigue-llm intervene --features FEATURES.json [--model PATH] [--backend llamacpp|transformers|onnxruntime]
                           [--params FILE] [--state-dir DIR] [--json]
 
 The features file is one JSON object of FatigueFeatures fields (missing ones are NaN / 0). The rule
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fatigue-llm intervene", description=__doc__.split("\n")[0])
     parser.add_argument("--features", required=True, help="JSON file with FatigueFeatures fields")
     parser.add_argument("--model", help="GGUF file or HF folder (default: embedded SmolLM2-135M)")
-    parser.add_argument("--backend", choices=("llamacpp", "transformers"))
+    parser.add_argument("--backend", choices=("llamacpp", "transformers", "onnxruntime"))
     parser.add_argument("--params", help="ROS 2 parameter file (the 'intervention' and 'llm' nodes' sections)")
     parser.add_argument("--state-dir", default="models",
                         help="where the case store and outbox live (default models/)")
