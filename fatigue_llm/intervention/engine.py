@@ -3,7 +3,8 @@
 For one rule decision (from ``policy.AlertPolicy``) the engine
 
 1. embeds the features (``projector.retrieval_key``) and retrieves the k most similar past cases;
-2. builds the prompt (fixed system prompt, cached KV; features, rule level and cases as the user turn);
+2. builds the prompt (fixed system prompt, cached KV; features, rule level and cases as the user turn;
+   with a trained feature projector its virtual tokens replace the feature text, see ``_projector``);
 3. generates a JSON answer under the schema (levels below the rule level are not even expressible)
    within ``generation_deadline``; on timeout, backend failure or an invalid answer the rule's own
    catalogue message stands (source "rule");
@@ -54,6 +55,7 @@ from fatigue_llm.llm.config import LlmConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("models")
+PROJECTOR_FILE = "projector.safetensors"
 SEED_CSV = Path(__file__).parent / "data" / "seed_cases.csv"
 PROMPT_MARGIN_TOKENS = 16
 NEW_CASE_EFFECTIVENESS = 0.5  # prior of a new case until its effect is measured
@@ -172,21 +174,43 @@ class InterventionEngine:
             raise
         return store
 
-    def _projector(self, backend: Backend) -> FeatureProjector | None:
-        """The trained soft-prompt projector next to the model, for backends that take a soft prompt.
+    def projector_file(self, backend: Backend | None = None) -> Path | None:
+        """The trained projector the engine uses: ``projector_path`` when set (BackendError when missing),
+        else ``projector.safetensors`` beside the LoRA adapter the backend applies (``lora_path``: in its
+        folder, or beside the GGUF LoRA file), else beside the model. None when there is none."""
+        from fatigue_llm.intervention.models import NO_ADAPTER, resolve_model
 
-        An untrained projector would only add noise to the prompt, so without a
-        ``projector.safetensors`` beside the model the soft prompt is off.
+        if self.config.projector_path:
+            weights = Path(self.config.projector_path)
+            if not weights.is_file():
+                raise BackendError(f"projector_path {weights} does not exist")
+            return weights
+        folders = []
+        lora = getattr(backend, "lora_path", None) or (
+            self.config.lora_path if self.config.lora_path not in ("", NO_ADAPTER) else None)
+        if lora:
+            lora = Path(lora)
+            folders.append(lora if lora.is_dir() else lora.parent)
+        source = resolve_model(self.config.model_path)
+        folders.append(source.path if source.path.is_dir() else source.path.parent)
+        for folder in folders:
+            if (folder / PROJECTOR_FILE).is_file():
+                return folder / PROJECTOR_FILE
+        return None
+
+    def _projector(self, backend: Backend) -> FeatureProjector | None:
+        """The trained soft-prompt projector (``projector_file``), for backends that take a soft prompt.
+
+        With it, the prompt is built in soft-prompt mode: the feature text is left out and the
+        projector's ``prefix_tokens`` virtual tokens stand in its place (as in training with
+        ``projector.enabled``). An untrained projector would only add noise to the prompt, so without
+        a trained ``projector.safetensors`` the soft prompt is off and the feature text is used.
         """
         if not backend.supports_soft_prompt or self.config.prefix_tokens <= 0:
             return None
-        source = getattr(backend, "source", None)
-        if source is None:
-            return None
-        folder = source.path if source.path.is_dir() else source.path.parent
-        weights = folder / "projector.safetensors"
-        if not weights.is_file():
-            log.info("no trained projector at %s: soft prompt off", weights)
+        weights = self.projector_file(backend)
+        if weights is None:
+            log.info("no trained projector beside the adapter or the model: soft prompt off")
             return None
         projector = FeatureProjector.load(weights)
         if projector.hidden_size != backend.hidden_size or projector.n_tokens != self.config.prefix_tokens:
@@ -254,7 +278,8 @@ class InterventionEngine:
         room = config.n_ctx - config.max_new_tokens - self.prefix_tokens_cached - PROMPT_MARGIN_TOKENS
         budget = min(USER_BUDGET_TOKENS, room)  # the user message is evaluated on every request
         return build_messages(features, rule, retrieved, system=self.system,
-                              count_tokens=parts.backend.count_tokens, budget_tokens=budget)
+                              count_tokens=parts.backend.count_tokens, budget_tokens=budget,
+                              soft_prompt=parts.projector is not None)
 
     def _generate(self, parts: _Parts, features: FatigueFeatures, rule: InterventionDecision, retrieved: list,
                   on_message: Callable[[str], None] | None = None
@@ -336,6 +361,8 @@ class InterventionEngine:
             parts.append("triage: " + "; ".join(verdict.reasons))
         if verdict.escalate:
             parts.append("escalated to the cloud" if escalated else "escalation wanted, cloud disabled")
+        if self._parts is not None:
+            parts.append(f"model {self._parts.backend.label}")
         return ". ".join(parts)
 
     @staticmethod

@@ -30,7 +30,10 @@ prompts with a shared prefix are identical whatever the features.
 
 The soft prompt is a small 2-layer MLP (input = normalised values + presence mask) giving
 ``n_tokens`` virtual token embeddings of the model's hidden size, scaled to a typical embedding
-norm. Untrained, it is a fixed random projection; weights are saved and loaded as safetensors.
+norm. Untrained, it is a fixed random projection; ``fatigue-llm train`` with ``projector.enabled``
+trains it with the LoRA adapter (``training/softprompt.py``), and the engine then puts its tokens
+in place of the feature text (``prompt.build_messages(soft_prompt=True)``). Weights are saved and
+loaded as safetensors.
 """
 
 from __future__ import annotations
@@ -108,21 +111,25 @@ def key_deviations(features: FatigueFeatures | dict, top: int = 3) -> list[tuple
 class FeatureProjector:
     """Features -> soft prompt (torch) and retrieval key (numpy). Deterministic given ``seed``."""
 
-    def __init__(self, n_tokens: int, hidden_size: int, seed: int = 0, embed_norm: float = 1.0) -> None:
+    def __init__(self, n_tokens: int, hidden_size: int, seed: int = 0, embed_norm: float = 1.0,
+                 mlp_hidden: int = MLP_HIDDEN) -> None:
         """``embed_norm`` is the L2 norm each virtual token is scaled to (match the model's token
-        embeddings). Raises ValueError for non-positive sizes."""
+        embeddings: the vectors go into the model where token embeddings would, unscaled);
+        ``mlp_hidden`` the width of the MLP's hidden layer. Raises ValueError for non-positive sizes."""
         import torch
 
-        if n_tokens <= 0 or hidden_size <= 0:
-            raise ValueError(f"n_tokens and hidden_size must be positive, got {n_tokens}, {hidden_size}")
+        if n_tokens <= 0 or hidden_size <= 0 or mlp_hidden <= 0:
+            raise ValueError(f"n_tokens, hidden_size and mlp_hidden must be positive, got {n_tokens}, "
+                             f"{hidden_size}, {mlp_hidden}")
         self.n_tokens, self.hidden_size, self.seed = n_tokens, hidden_size, seed
         self.embed_norm = float(embed_norm)
+        self.mlp_hidden = int(mlp_hidden)
         generator = torch.Generator().manual_seed(seed)
         in_dim = 2 * len(FEATURE_NAMES)
         self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(in_dim, MLP_HIDDEN),
+            torch.nn.Linear(in_dim, mlp_hidden),
             torch.nn.GELU(),
-            torch.nn.Linear(MLP_HIDDEN, n_tokens * hidden_size),
+            torch.nn.Linear(mlp_hidden, n_tokens * hidden_size),
         )
         with torch.no_grad():
             for layer in (self.mlp[0], self.mlp[2]):
@@ -143,15 +150,20 @@ class FeatureProjector:
         values, mask = normalise(features)
         return np.concatenate([values, mask])
 
+    def embed(self, inputs):
+        """Differentiable soft prompts for a batch of ``input_vector`` rows (torch, B x 2F):
+        B x n_tokens x hidden_size, each virtual token scaled to ``embed_norm`` (what training calls)."""
+        raw = self.mlp(inputs)
+        tokens = raw.reshape(*inputs.shape[:-1], self.n_tokens, self.hidden_size)
+        norms = tokens.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return tokens / norms * self.embed_norm
+
     def soft_prompt(self, features: FatigueFeatures | dict):
         """``n_tokens x hidden_size`` float32 torch tensor of virtual token embeddings."""
         import torch
 
         with torch.no_grad():
-            raw = self.mlp(torch.from_numpy(self.input_vector(features)))
-            tokens = raw.reshape(self.n_tokens, self.hidden_size)
-            norms = tokens.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-            return tokens / norms * self.embed_norm
+            return self.embed(torch.from_numpy(self.input_vector(features)))
 
     def save(self, path: str | Path) -> None:
         """Write the weights and sizes to a safetensors file."""
@@ -159,7 +171,7 @@ class FeatureProjector:
 
         tensors = {name: tensor.detach().contiguous() for name, tensor in self.mlp.state_dict().items()}
         meta = {"n_tokens": str(self.n_tokens), "hidden_size": str(self.hidden_size),
-                "seed": str(self.seed), "embed_norm": repr(self.embed_norm)}
+                "seed": str(self.seed), "embed_norm": repr(self.embed_norm), "mlp_hidden": str(self.mlp_hidden)}
         save_file(tensors, str(path), metadata=meta)
 
     @classmethod
@@ -171,7 +183,7 @@ class FeatureProjector:
             meta = handle.metadata() or {}
             try:
                 projector = cls(int(meta["n_tokens"]), int(meta["hidden_size"]), int(meta.get("seed", 0)),
-                                float(meta.get("embed_norm", 1.0)))
+                                float(meta.get("embed_norm", 1.0)), int(meta.get("mlp_hidden", MLP_HIDDEN)))
             except (KeyError, ValueError) as error:
                 raise ValueError(f"{path}: not a FeatureProjector file ({error})") from None
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118

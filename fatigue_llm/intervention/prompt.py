@@ -151,13 +151,17 @@ def render_case(retrieved: object, n_features: int = DEFAULT_EXAMPLE_FEATURES) -
     return f"{render_features(case.features, n_features)} -> {Level(case.level).name} {case.action}, eff {effect}"
 
 
-def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str]) -> str:
+def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str],
+                soft_prompt: bool = False) -> str:
     """The variable user message: measurements, the rule's level and action, examples.
 
     The rule's reasons are not repeated: they restate measurements of the "Now" line against the
-    thresholds the system prompt gives.
+    thresholds the system prompt gives. With ``soft_prompt`` the "Now" line is left out: the
+    feature projector's virtual tokens carry the measurements instead, placed right before this
+    text (see ``build_messages``).
     """
-    lines = [f"Now: {render_features(features)}", f"Rule: {rule.level.name} {rule.action}"]
+    lines = [] if soft_prompt else [f"Now: {render_features(features)}"]
+    lines.append(f"Rule: {rule.level.name} {rule.action}")
     if examples:
         lines.append("Cases:")
         lines.extend(examples)
@@ -172,18 +176,24 @@ def build_messages(
     system: str | None = None,
     count_tokens: Callable[[str], int] | None = None,
     budget_tokens: int = USER_BUDGET_TOKENS,
+    soft_prompt: bool = False,
 ) -> list[dict[str, str]]:
     """Chat messages for one request, the user part within ``budget_tokens``.
 
     Examples are dropped from the least similar first until the user message fits; the
     measurements and the rule line themselves are never cut.
+
+    ``soft_prompt``: the feature text is left out of the user message; the backend puts the
+    projector's virtual tokens at the *soft-prompt slot*, the start of the user turn's content
+    (right after the fixed prefix: system turn + user header, ``soft_prompt_slot``), so the cached
+    KV state of that prefix stays valid. Training renders its examples the same way.
     """
     count = count_tokens or (lambda text: max(1, len(text) // 3))
     examples = [render_case(item) for item in retrieved]
-    text = user_prompt(features, rule, examples)
+    text = user_prompt(features, rule, examples, soft_prompt)
     while examples and count(text) > budget_tokens:
         examples.pop()
-        text = user_prompt(features, rule, examples)
+        text = user_prompt(features, rule, examples, soft_prompt)
     return [
         {"role": "system", "content": system if system is not None else system_prompt()},
         {"role": "user", "content": text},

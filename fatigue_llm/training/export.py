@@ -13,6 +13,9 @@ The GGUF is only put at ``--out`` when its greedy agreement reaches ``--min-agre
 quantization, ``MIN_AGREEMENT``). Exit 0 when exported, 1 when the check fails, 2 with a message naming
 the file when an input is wrong.
 
+``fatigue-llm export RUN_DIR --onnx DIR`` merges the same way and writes an ONNX folder with a KV cache for the
+onnxruntime backend, verified against the merged model (``onnx_verify``; the export runs in ``.venv-onnx``).
+
 ``fatigue-llm export RUN_DIR --lora-gguf ADAPTER.gguf [--base BASE]`` writes only the adapter, unmerged, as a
 llama.cpp LoRA GGUF (``export_lora_gguf``): the llm node's llama.cpp backend applies it to the base GGUF at
 load time (``lora_path``), so the base can stay quantized and one base file serves several adapters.
@@ -129,6 +132,23 @@ def _touches_tied_weights(adapter_config: dict) -> bool:
     names = [targets] if isinstance(targets, str) else list(targets)
     names += list(adapter_config.get("modules_to_save") or [])
     return any(tied in str(name) for name in names for tied in TIED_MODULES)
+
+
+PROJECTOR_FILE = "projector.safetensors"
+
+
+def copy_projector(adapter: Path, out: Path) -> Path | None:
+    """Copy the run's trained feature projector (``projector.enabled``: ``adapter/projector.safetensors``, else
+    the run folder's) next to the written GGUF ``out``, where the engine looks for it (beside ``lora_path``
+    or the model). None when the run has no projector. The copy is written to a temporary name and renamed."""
+    source = next((p for p in (adapter / PROJECTOR_FILE, adapter.parent / PROJECTOR_FILE) if p.is_file()), None)
+    if source is None:
+        return None
+    target = out.parent / PROJECTOR_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target
 
 
 # --- merge ---------------------------------------------------------------------------------------------
@@ -274,7 +294,13 @@ def export(run_dir_or_adapter: str | Path, out: Path, quant: str = "q8_0", base:
                "reference": str(target) if merged_dir is not None else "merged float model (removed afterwards)"}
     try:
         merge(base_path, adapter, target)
-        return convert_and_verify(target, out, quant, min_agreement, n_threads, context)
+        report = convert_and_verify(target, out, quant, min_agreement, n_threads, context)
+        if report["passed"]:
+            copied = copy_projector(adapter, out)
+            if copied is not None:
+                report["projector"] = str(copied)
+                _atomic_write_json(report_path(out), report)
+        return report
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -458,7 +484,9 @@ def export_lora_gguf(adapter_dir: str | Path, out: Path, base_gguf: str | Path |
     finally:
         writer.close()
         tmp.unlink(missing_ok=True)
+    copied = copy_projector(adapter, out)
     return {"lora_gguf": str(out), "adapter": str(adapter), "base": str(layout["path"]), "kind": kind,
+            "projector": None if copied is None else str(copied),
             "alpha": alpha, "ranks": sorted(ranks), "dtype": "/".join(sorted(dtypes)),
             "modules": len(pairs), "size_bytes": out.stat().st_size, "sha256": _sha256(out)}
 
@@ -473,6 +501,10 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--lora-gguf", metavar="OUT.gguf",
                         help="write only the adapter, unmerged, as a llama.cpp LoRA GGUF (the llm node's "
                              "lora_path with backend llamacpp); --quant, --merged-dir, --min-agreement do not apply")
+    target.add_argument("--onnx", metavar="DIR",
+                        help="write the merged model as an ONNX folder with a KV cache for backend onnxruntime "
+                             "(exported in .venv-onnx: `make onnx-env`; report in DIR/verify.json; --min-agreement "
+                             "default 0.99); --quant does not apply")
     parser.add_argument("--quant", choices=QUANT_TYPES, default="q8_0")
     parser.add_argument("--base", help="base model (GGUF or HF folder) instead of the run's model.path; with "
                                        "--lora-gguf the base the adapter will be applied to")
@@ -497,6 +529,29 @@ def _main_lora_gguf(args) -> int:
     return 0
 
 
+def _main_onnx(args) -> int:
+    from fatigue_llm.intervention.models import ModelError
+    from fatigue_llm.training.onnx_verify import REPORT, export_onnx_run
+
+    try:
+        report = export_onnx_run(args.run, Path(args.onnx), args.base,
+                                 Path(args.merged_dir) if args.merged_dir else None, args.min_agreement, args.threads)
+    except (ExportError, ConvertError, ModelError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    check = report["verify"]
+    summary = (f"greedy agreement {check['greedy_agreement']:.3f} over {check['positions']} positions, decode "
+               f"agreement {check['decode_agreement']:.3f} over {check['decode_tokens']} cached steps, max |dlogit| "
+               f"{check['max_abs_logit_diff']:.5f}, mean {check['mean_abs_logit_diff']:.6f}")
+    if not report["passed"]:
+        print(f"error: {args.onnx} not written: {summary} is below {report['min_agreement']} or over "
+              f"{report['max_logit_diff']} (report: {Path(args.onnx) / REPORT})", file=sys.stderr)
+        return 1
+    size_mib = report["manifest"]["size_bytes"] / 2**20
+    print(f"wrote {args.onnx} ({size_mib:.1f} MiB, export {report['export_seconds']} s): {summary}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -504,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.lora_gguf:
         return _main_lora_gguf(args)
+    if args.onnx:
+        return _main_onnx(args)
     try:
         report = export(args.run, Path(args.out), args.quant, args.base,
                         Path(args.merged_dir) if args.merged_dir else None, args.min_agreement, args.threads)

@@ -6,7 +6,9 @@ LoRA model; what is ours is the data (rendered by the engine's prompt code, loss
 and the run layout:
 
     OUTPUT/checkpoint-N/   Trainer checkpoints (the newest ``save_total_limit`` kept)
-    OUTPUT/adapter/        the final LoRA adapter (safetensors; ``lora_path`` of the llm node)
+    OUTPUT/adapter/        the final LoRA adapter (safetensors; ``lora_path`` of the llm node), with
+                           projector.safetensors when ``projector.enabled`` (also in OUTPUT/ and in each
+                           checkpoint; see ``softprompt.py``)
     OUTPUT/metrics.jsonl   one line per logging / evaluation step
     OUTPUT/run.json        the resolved config, data counts and the final metrics (written atomically)
 
@@ -35,9 +37,10 @@ from fatigue_llm.training.data import (
 )
 
 
-def engine_prompt_builder(tokenizer, max_message_chars: int):
+def engine_prompt_builder(tokenizer, max_message_chars: int, soft_prompt: bool = False):
     """The intervention engine's request for a feature vector: its system prompt, rule decision (the
-    deterministic policy without cooldown) and feature rendering, within its user-turn budget."""
+    deterministic policy without cooldown) and feature rendering, within its user-turn budget; with
+    ``soft_prompt`` the feature text is left out (the projector's virtual tokens carry the features)."""
     from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import rule_decision_for
     from fatigue_llm.intervention.prompt import USER_BUDGET_TOKENS, build_messages, system_prompt
@@ -50,7 +53,7 @@ def engine_prompt_builder(tokenizer, max_message_chars: int):
     def build(features):
         rule = rule_decision_for(features, rules)
         messages = build_messages(features, rule, (), system=system, count_tokens=count,
-                                  budget_tokens=USER_BUDGET_TOKENS)
+                                  budget_tokens=USER_BUDGET_TOKENS, soft_prompt=soft_prompt)
         return messages, rule.level.name
 
     return build
@@ -65,6 +68,34 @@ class ListDataset:
 
     def __getitem__(self, index: int) -> dict:
         return self.items[index]
+
+
+def level_weights(levels: list[str]) -> list[float]:
+    """Sampling weight per example so that every fatigue level is drawn equally often (1 / its count).
+    Examples without a level label (plain chat data) count as one more class."""
+    from collections import Counter
+
+    counts = Counter(levels)
+    return [1.0 / counts[level] for level in levels]
+
+
+def _trainer_class(weights: list[float] | None, seed: int):
+    """transformers' Trainer, or one whose training sampler draws examples with ``weights`` (with
+    replacement, from its own seeded generator, so a resumed run replays the same draws)."""
+    from transformers import Trainer
+
+    if weights is None:
+        return Trainer
+
+    class BalancedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            import torch
+            from torch.utils.data import WeightedRandomSampler
+
+            generator = torch.Generator().manual_seed(seed)
+            return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+
+    return BalancedTrainer
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -83,7 +114,7 @@ def _metrics_callback(path: Path):
         """Appends every log (loss, learning rate, eval loss) as one JSON line."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
+            if logs and state.is_world_process_zero:  # one line per step, not one per process
                 with path.open("a") as handle:
                     handle.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
 
@@ -127,10 +158,13 @@ def _forget_gguf_quantization(model) -> None:
         del model.config.quantization_config
 
 
-def prepare_data(config: RunConfig, tokenizer) -> tuple[list[dict], list[dict], dict]:
+def prepare_data(config: RunConfig, tokenizer, projector=None) -> tuple[list[dict], list[dict], dict]:
+    """(train items, validation items, counts); counts["train_levels"] holds each training item's level.
+    With a ``projector`` (``projector.enabled``) the prompts are the engine's soft-prompt mode and each
+    item holds the projector's slot and input (``softprompt.encode_soft``)."""
     from fatigue_llm.llm.config import LlmConfig
 
-    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars, soft_prompt=projector is not None)
     conversations = load_conversations(config.resolve(config.data.train), config.data.format, build)
     usable = [c for c in conversations if c.answerable]
     if config.data.validation:
@@ -139,14 +173,20 @@ def prepare_data(config: RunConfig, tokenizer) -> tuple[list[dict], list[dict], 
     else:
         train, val = split(usable, config.data.validation_fraction, config.data.seed)
     encode = lambda items: [tokenize_conversation(tokenizer, c, config.training.max_length) for c in items]  # noqa: E731
+    if projector is not None or config.training.frozen_prefix:
+        from fatigue_llm.training.softprompt import encode_soft, encode_text
+
+        encode = lambda items: [  # noqa: E731
+            encode_text(tokenizer, c, config.training.max_length) if projector is None
+            else encode_soft(tokenizer, c, config.training.max_length, projector) for c in items]
     counts = {"examples": len(conversations), "unanswerable_skipped": len(conversations) - len(usable),
-              "train": len(train), "validation": len(val)}
+              "train": len(train), "validation": len(val), "train_levels": [c.level for c in train]}
     return encode(train), encode(val), counts
 
 
 def train(config: RunConfig, resume: bool = False) -> dict:
     """Fine-tune as ``config`` says; returns the run summary (also written to OUTPUT/run.json)."""
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, TrainingArguments
 
     data_path = config.resolve(config.data.train)
     if not data_path.is_file():  # before the model loads: say it at once
@@ -157,8 +197,17 @@ def train(config: RunConfig, resume: bool = False) -> dict:
 
     set_seed(config.training.seed)  # before the adapter's random init: the same seed, the same run
     model, tokenizer = build_model(config)
-    train_items, val_items, counts = prepare_data(config, tokenizer)
+    projector = None
+    if config.projector.enabled or config.training.frozen_prefix:
+        from fatigue_llm.training import softprompt
+    if config.projector.enabled:
+        p = config.projector
+        projector = softprompt.make_projector(model, p.n_tokens, p.hidden, p.seed)
+    train_items, val_items, counts = prepare_data(config, tokenizer, projector)
     t = config.training
+    levels = counts.pop("train_levels")
+    weights = level_weights(levels) if config.data.balance == "sample" else None
+    counts["train_per_level"] = {level or "(none)": levels.count(level) for level in sorted(set(levels))}
     evaluate = bool(val_items)
     args = TrainingArguments(
         output_dir=str(out), max_steps=t.max_steps, num_train_epochs=t.epochs,
@@ -175,11 +224,21 @@ def train(config: RunConfig, resume: bool = False) -> dict:
     callbacks = [_metrics_callback(out / "metrics.jsonl")]
     if evaluate and t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(train_items),
+    trainer_class = _trainer_class(weights, t.seed)
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    if projector is not None or t.frozen_prefix:
+        trainer_class = softprompt.prompt_trainer(trainer_class, projector, config.projector.learning_rate,
+                                                  t.frozen_prefix)
+        collate = softprompt.collator(collate)
+    if projector is not None:
+        callbacks.append(softprompt.checkpoint_callback(projector))
+    trainer = trainer_class(model=model, args=args, train_dataset=ListDataset(train_items),
                       eval_dataset=ListDataset(val_items) if evaluate else None,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+                      data_collator=collate,
                       callbacks=callbacks)
     checkpoint = _last_checkpoint(out) if resume else None
+    if projector is not None and checkpoint is not None:  # the adapter, optimizer and RNG come from Trainer
+        softprompt.load_weights(projector, Path(checkpoint) / softprompt.PROJECTOR_FILE)
     before = trainer.evaluate()["eval_loss"] if evaluate and checkpoint is None else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     final = {"train_loss": result.training_loss, "steps": result.global_step}
@@ -189,10 +248,19 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         if before is not None:
             final.update(eval_loss_before=before, eval_perplexity_before=math.exp(min(before, 50.0)))
     adapter = out / ("adapter" if config.lora.enabled else "model")
-    trainer.model.save_pretrained(str(adapter), safe_serialization=True)
-    tokenizer.save_pretrained(str(adapter))
-    summary = {"config": dataclasses.asdict(config), "data": counts, "final": final, "saved": str(adapter)}
-    _atomic_write(out / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
+    summary = {"config": dataclasses.asdict(config), "data": counts, "final": final, "saved": str(adapter),
+               "processes": args.world_size}
+    if trainer.is_world_process_zero():  # under `accelerate launch` every process holds the same weights
+        trainer.model.save_pretrained(str(adapter), safe_serialization=True)
+        tokenizer.save_pretrained(str(adapter))
+        if projector is not None:
+            # load_best_model_at_end restored that checkpoint's adapter: its projector too
+            best = trainer.state.best_model_checkpoint
+            if best and args.load_best_model_at_end and (Path(best) / softprompt.PROJECTOR_FILE).is_file():
+                softprompt.load_weights(projector, Path(best) / softprompt.PROJECTOR_FILE)
+            for folder in (out, adapter):  # beside the adapter: where the engine (lora_path) and export look
+                projector.save(folder / softprompt.PROJECTOR_FILE)
+        _atomic_write(out / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

@@ -132,9 +132,11 @@ def test_llamacpp_deadline_raises_timeout(smollm):
         smollm.generate(_messages(0), 64, 0.0)
 
 
-def test_llamacpp_rejects_a_soft_prompt(smollm):
-    with pytest.raises(BackendError, match="soft prompt"):
-        smollm.generate(_messages(0), 4, 10.0, prefix_embeds=torch.zeros(4, 576))
+def test_llamacpp_takes_a_soft_prompt_of_the_model_width_only(smollm):
+    # the embedding path itself: test_softprompt.py (against tokens and against transformers)
+    assert smollm.supports_soft_prompt and smollm.hidden_size == 576
+    with pytest.raises(BackendError, match=r"soft prompt shape \(4, 64\) does not fit hidden size 576"):
+        smollm.generate(_messages(0), 4, 10.0, prefix_embeds=torch.zeros(4, 64))
 
 
 def test_missing_and_corrupt_models_give_clear_errors(tmp_path):

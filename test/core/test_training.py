@@ -4,6 +4,7 @@ embedded SmolLM2 whose held-out loss falls."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,7 +166,7 @@ output: {{dir: run}}
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     final = summary["final"]
     assert final["steps"] == 6 and summary["data"] == {"examples": 6, "unanswerable_skipped": 0, "train": 4,
-                                                       "validation": 2}
+                                                       "validation": 2, "train_per_level": {"WARNING": 4}}
     assert final["eval_loss"] < 0.7 * final["eval_loss_before"], final
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list((tmp_path / "run").glob("checkpoint-*"))) == 1  # rotation kept the newest only
@@ -190,6 +191,31 @@ output: {{dir: run}}
                          timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     assert json.loads(one.stdout.strip().splitlines()[-1])["level"] in ("WARNING", "CRITICAL")
+
+
+def test_balanced_sampling_draws_every_fatigue_level_equally_and_replays_on_resume(tmp_path):
+    import torch
+    from transformers import TrainingArguments
+
+    from fatigue_llm.training.train import ListDataset, _trainer_class, level_weights
+
+    levels = ["INFO"] * 30 + ["WARNING"] * 6 + ["CRITICAL"] * 4
+    weights = level_weights(levels)
+
+    def draws(seed: int) -> list[int]:
+        trainer = _trainer_class(weights, seed)(
+            model=torch.nn.Linear(1, 1), train_dataset=ListDataset([{}] * len(levels)),
+            args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+        sampler = trainer._get_train_sampler()
+        return [index for _epoch in range(50) for index in sampler]
+
+    drawn = draws(0)
+    shares = {level: sum(levels[i] == level for i in drawn) / len(drawn) for level in set(levels)}
+    assert all(abs(share - 1 / 3) < 0.05 for share in shares.values()), shares  # unbalanced: INFO 0.75
+    assert drawn == draws(0) and drawn != draws(1)  # a resumed run draws the same examples again
+    plain = _trainer_class(None, 0)(model=torch.nn.Linear(1, 1), train_dataset=ListDataset([{}] * 4),
+                                    args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    assert not isinstance(plain._get_train_sampler(), torch.utils.data.WeightedRandomSampler)
 
 
 def test_train_cli_exits_2_naming_the_problem(tmp_path):
@@ -302,8 +328,33 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, tiny_llama):
 
 def test_all_shipped_run_configs_are_valid():
     names = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
-    assert names == ["smollm2_lora.yaml", "tinyllama_full.yaml", "tinyllama_lora.yaml", "tinyllama_qlora.yaml"]
+    assert names == ["smollm2_demo.yaml", "smollm2_lora.yaml", "smollm2_softprompt.yaml", "tinyllama_full.yaml",
+                     "tinyllama_lora.yaml", "tinyllama_qlora.yaml"]
     for name in names:
         load_run_config(REPO / "configs" / name)
     assert load_run_config(REPO / "configs" / "tinyllama_qlora.yaml").model.quantization == "nf4"
     assert not load_run_config(REPO / "configs" / "tinyllama_full.yaml").lora.enabled
+
+
+@pytest.mark.slow
+def test_distributed_launch_trains_one_model_in_two_cpu_processes(tmp_path, tiny_llama):
+    """Two CPU processes under torch.distributed.run, the launcher `accelerate launch --multi_gpu` runs (its
+    own CPU path needs MPI): gradients are averaged across them (gloo), and only the main process writes
+    the adapter, run.json and metrics."""
+    data = write(tmp_path / "cases.csv", MESSAGE_HEADER + "".join(
+        CASE_ROW.format(message=m) for m in ("Take a break soon.", "Stop for coffee at the next services.",
+                                              "Open a window and plan a stop.", "Rest at the next exit.")))
+    config = _tiny_config(tmp_path, tiny_llama, "ddp", "max_steps: 3, save_steps: 3, save_total_limit: 1",
+                          f"data: {{train: {data.name}, validation_fraction: 0.0}}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "fatigue_llm.training.train", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    summary = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert summary["processes"] == 2 and summary["final"]["steps"] == 3
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3]  # logged once, by the main process
+    assert done.stdout.count("trained 3 steps") == 2  # both processes ran the whole loop

@@ -76,6 +76,11 @@ class Backend(abc.ABC):
     name: str = "backend"
     supports_soft_prompt: bool = False
 
+    @property
+    def label(self) -> str:
+        """What answers: the model file and adapter, for explanations and logs."""
+        return self.name
+
     @abc.abstractmethod
     def generate(
         self,
@@ -143,6 +148,14 @@ def fixed_prefix_tokens(render_tokens, messages: Sequence[Message]) -> list[int]
     """
     renders = [render_tokens([*messages, {"role": "user", "content": p}]) for p in _PLACEHOLDERS]
     return list(renders[0][: common_prefix_len(*renders)])
+
+
+def soft_prompt_slot(render_tokens, messages: Sequence[Message]) -> int:
+    """Where a soft prompt goes in the prompt tokens of ``messages``: right after the tokens that depend
+    only on the turns before the last one (the system turn and the last turn's header, i.e. the fixed
+    prefix a backend caches), so the cached KV state of that prefix stays valid. Training splices the
+    projector's output in at the same place (``training/softprompt.py``)."""
+    return len(fixed_prefix_tokens(render_tokens, list(messages)[:-1]))
 
 
 def log_softmax_at(logits, token: int) -> float:

@@ -10,7 +10,13 @@
 - KV reuse of the fixed prompt prefix: ``cache_prefix`` evaluates the system prompt once and saves
   the context state. A request first reuses whatever leading tokens the context already holds
   (llama.cpp keeps the previous prompt), and when that is less than the fixed prefix (another
-  prompt ran in between) it restores the saved state instead of re-evaluating the prefix.
+  prompt ran in between) it restores the saved state instead of re-evaluating the prefix;
+- soft prompts (``prefix_embeds``, the feature projector's virtual tokens): the prompt tokens up to the
+  soft-prompt slot (the fixed prefix, ``base.soft_prompt_slot``) are evaluated (or reused) as usual, the
+  virtual tokens go in as one ``llama_batch`` of embeddings (``batch.embd``: they enter the model where
+  token embeddings would, after the ``token_embd`` lookup; llama-architecture models scale nothing there,
+  as llama.cpp's multimodal path relies on), then the rest of the prompt. The context marks the virtual
+  positions with ``SOFT_TOKEN`` (no token id), so a later request reuses the context only up to the slot.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from fatigue_llm.intervention.backends.base import (
     common_prefix_len,
     fixed_prefix_tokens,
     log_softmax_at,
+    soft_prompt_slot,
 )
 from fatigue_llm.intervention.backends.structured import (
     StructuredDecoder,
@@ -46,6 +53,7 @@ from fatigue_llm.intervention.backends.structured import (
 from fatigue_llm.intervention.models import ModelError, is_gguf
 
 EVAL_CHUNK = 64  # prompt tokens evaluated between deadline checks
+SOFT_TOKEN = -1  # what the context's token list holds at a virtual (embedding) position: equal to no token
 # A JSON string character: the generic rule also allows raw control characters (newlines, tabs),
 # which are invalid JSON and would let a small model spend its token budget on whitespace.
 _ANY_CHAR = 'char ::= [^"\\\\] |'
@@ -94,6 +102,7 @@ class LlamaCppBackend(Backend):
     """A GGUF model loaded with llama-cpp-python."""
 
     name = "llamacpp"
+    supports_soft_prompt = True
 
     def __init__(self, model_path: str | Path, n_threads: int = 2, n_ctx: int = 1024,
                  temperature: float = 0.0, seed: int = 0, logits_all: bool = False,
@@ -146,6 +155,15 @@ class LlamaCppBackend(Backend):
         self._decoder: StructuredDecoder | None = None
         self.template_decoding = template_decoding
         self.state_restores = 0
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the model's token embeddings (what a soft prompt's rows must have)."""
+        return int(self.llm.n_embd())
+
+    @property
+    def label(self) -> str:
+        return self.path.name + (f" + LoRA {self.lora_path.name}" if self.lora_path is not None else "")
 
     # --- prompt ------------------------------------------------------------------------------------
     def _make_renderer(self):
@@ -211,7 +229,7 @@ class LlamaCppBackend(Backend):
 
     def _reuse(self, tokens: list[int]) -> int:
         """Position up to which the context already holds ``tokens``; restores the saved prefix
-        state when that beats what the context holds."""
+        state when that beats what the context holds. Never past a virtual position (``SOFT_TOKEN``)."""
         held = common_prefix_len(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         prefix = self._prefix_tokens
         if self._prefix_state is not None and held < len(prefix) and tokens[: len(prefix)] == prefix:
@@ -225,6 +243,75 @@ class LlamaCppBackend(Backend):
             if deadline.expired():
                 raise GenerationTimeout(f"prompt evaluation passed the {deadline.budget_s:.1f} s deadline")
             self.llm.eval(tokens[start:start + EVAL_CHUNK])
+
+    def _eval_embeds(self, embeds: np.ndarray, deadline: Deadline, all_logits: bool = False) -> np.ndarray | None:
+        """Evaluate ``embeds`` (n x hidden float32) after the context's tokens as one embedding batch;
+        with ``all_logits`` returns their logits (n x vocab). Raises BackendError when llama.cpp fails."""
+        import ctypes
+
+        import llama_cpp
+
+        if deadline.expired():
+            raise GenerationTimeout(f"prompt evaluation passed the {deadline.budget_s:.1f} s deadline")
+        n, width = embeds.shape
+        start = self.llm.n_tokens
+        if start + n > self.llm.n_ctx():
+            raise BackendError(f"soft prompt of {n} tokens after {start} does not fit n_ctx={self.llm.n_ctx()}")
+        self.llm._ctx.kv_cache_seq_rm(-1, start, -1)
+        data = np.ascontiguousarray(embeds, dtype=np.float32)
+        batch = llama_cpp.llama_batch_init(n, width, 1)
+        try:
+            ctypes.memmove(batch.embd, data.ctypes.data, data.nbytes)
+            for i in range(n):
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = 1 if all_logits or i == n - 1 else 0
+            batch.n_tokens = n
+            code = llama_cpp.llama_decode(self.llm._ctx.ctx, batch)
+            if code != 0:
+                raise BackendError(f"llama.cpp could not evaluate the soft prompt (llama_decode returned {code})")
+            logits = None
+            if all_logits:
+                pointer = llama_cpp.llama_get_logits(self.llm._ctx.ctx)
+                logits = np.ctypeslib.as_array(pointer, shape=(n, self.llm.n_vocab())).copy()
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        self.llm.input_ids[start:start + n] = SOFT_TOKEN
+        self.llm.n_tokens = start + n
+        return logits
+
+    def _soft(self, prefix_embeds) -> np.ndarray:
+        """A soft prompt (torch tensor or array, n x hidden) as float32 numpy; BackendError when it does not fit."""
+        data = prefix_embeds.detach().cpu().numpy() if hasattr(prefix_embeds, "detach") else prefix_embeds
+        data = np.asarray(data, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] != self.hidden_size or len(data) == 0:
+            raise BackendError(f"soft prompt shape {tuple(data.shape)} does not fit hidden size {self.hidden_size}")
+        return data
+
+    def _slot(self, messages: Sequence[Message], tokens: list[int]) -> int:
+        """Index of the soft-prompt slot in ``tokens`` (the fixed prefix's length, see ``soft_prompt_slot``)."""
+        prefix = self._prefix_tokens
+        if prefix and tokens[: len(prefix)] == prefix and len(messages) >= 2:
+            return len(prefix)
+        return soft_prompt_slot(self.render_tokens, messages)
+
+    def _prime(self, tokens: list[int], soft: np.ndarray | None, slot: int, deadline: Deadline
+               ) -> tuple[int, list[int]]:
+        """Bring the context up to the prompt: (cached tokens reused, the prompt as the context holds it).
+
+        Without a soft prompt only the reusable part is set (the caller evaluates the rest); with one,
+        the tokens up to ``slot`` and the virtual tokens are evaluated and the returned prompt has
+        ``SOFT_TOKEN`` at the virtual positions."""
+        cached = self._reuse(tokens)
+        if soft is None:
+            self.llm.n_tokens = cached
+            return cached, tokens
+        cached = min(cached, slot)
+        self.llm.n_tokens = cached
+        self._eval(tokens[cached:slot], deadline)
+        self._eval_embeds(soft, deadline)
+        return cached, [*tokens[:slot], *([SOFT_TOKEN] * len(soft)), *tokens[slot:]]
 
     # --- generation --------------------------------------------------------------------------------
     def _grammar(self, json_schema: dict):
@@ -261,26 +348,28 @@ class LlamaCppBackend(Backend):
     def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
                  json_schema: dict | None = None, prefix_embeds: object | None = None,
                  on_text=None) -> Generation:
-        """See Backend.generate. Raises BackendError when a soft prompt is given (not supported here)
-        or the prompt does not fit the context, GenerationTimeout past the deadline."""
+        """See Backend.generate; ``prefix_embeds`` (n x hidden) go in at the soft-prompt slot, the start of
+        the last (user) turn's content. Raises BackendError when the prompt does not fit the context or a
+        soft prompt does not fit the model, GenerationTimeout past the deadline."""
         import llama_cpp
 
-        if prefix_embeds is not None:
-            raise BackendError("the llama.cpp backend does not take a soft prompt")
         with self._lock:
             deadline = Deadline(deadline_s)
             prompt_text = self._render(messages)
             tokens = self._tokenize_prompt(prompt_text)
-            if len(tokens) + max_new_tokens > self.llm.n_ctx():
-                raise BackendError(f"prompt of {len(tokens)} tokens + {max_new_tokens} new does not fit "
-                                   f"n_ctx={self.llm.n_ctx()}")
+            soft = None if prefix_embeds is None else self._soft(prefix_embeds)
+            n_soft = 0 if soft is None else len(soft)
+            if len(tokens) + n_soft + max_new_tokens > self.llm.n_ctx():
+                raise BackendError(f"prompt of {len(tokens)} tokens (+ {n_soft} virtual) + {max_new_tokens} new "
+                                   f"does not fit n_ctx={self.llm.n_ctx()}")
+            slot = self._slot(messages, tokens) if soft is not None else len(tokens)
             branches = template_fields(json_schema) if self.template_decoding else None
             if branches is not None:
-                return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline, on_text)
+                return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline, on_text,
+                                               soft, slot)
             sampler = self._sampler(json_schema)
-            cached = self._reuse(tokens)
-            self.llm.n_tokens = cached
-            self._eval(tokens[cached:], deadline)
+            cached, tokens = self._prime(tokens, soft, slot, deadline)
+            self._eval(tokens[self.llm.n_tokens:], deadline)
             out: list[int] = []
             logprobs: list[float] = []
             pieces: list[bytes] = []
@@ -308,10 +397,10 @@ class LlamaCppBackend(Backend):
             return self._generation(out, logprobs, pieces, ttft, deadline, tokens, cached, finish)
 
     def _generate_template(self, prompt_text: str, tokens: list[int], branches, max_new_tokens: int,
-                           deadline: Deadline, on_text=None) -> Generation:
-        cached = self._reuse(tokens)
-        self.llm.n_tokens = cached
-        context = _LlamaContext(self, prompt_text, deadline)
+                           deadline: Deadline, on_text=None, soft: np.ndarray | None = None,
+                           slot: int = 0) -> Generation:
+        cached, tokens = self._prime(tokens, soft, slot, deadline)
+        context = _LlamaContext(self, prompt_text, deadline, (slot, len(soft)) if soft is not None else None)
         pick = greedy_picker if self.temperature <= 0 else sampling_picker(self.temperature, self.seed)
         try:
             result = self._structured_decoder().decode(context, branches, len(tokens), max_new_tokens, pick,
@@ -365,6 +454,22 @@ class LlamaCppBackend(Backend):
             self.llm.eval(list(tokens))
             return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
 
+    def logits_with_soft(self, tokens: Sequence[int], prefix_embeds, slot: int) -> np.ndarray:
+        """Teacher-forced logits ((len(tokens) + n) x vocab) of ``tokens`` with the soft prompt
+        ``prefix_embeds`` (n x hidden) inserted before ``tokens[slot]``; needs ``logits_all=True``."""
+        with self._lock:
+            if not self.llm._logits_all:
+                raise BackendError("logits_with_soft() needs the backend created with logits_all=True")
+            soft = self._soft(prefix_embeds)
+            tokens = list(tokens)
+            deadline = Deadline(float("inf"))
+            self.llm.reset()
+            self._eval(tokens[:slot], deadline)
+            rows = self._eval_embeds(soft, deadline, all_logits=True)
+            self.llm.scores[slot:slot + len(soft)] = rows
+            self._eval(tokens[slot:], deadline)
+            return np.array(self.llm.scores[: len(tokens) + len(soft)], dtype=np.float32)
+
     def close(self) -> None:
         with self._lock:
             if getattr(self, "llm", None) is not None:
@@ -376,9 +481,12 @@ class LlamaCppBackend(Backend):
 class _LlamaContext:
     """The llama.cpp context as the template decoder sees it (``structured.Context``)."""
 
-    def __init__(self, backend: LlamaCppBackend, prompt_text: str, deadline: Deadline) -> None:
+    def __init__(self, backend: LlamaCppBackend, prompt_text: str, deadline: Deadline,
+                 soft: tuple[int, int] | None = None) -> None:
+        """``soft``: (slot, n) when the context holds n virtual tokens before prompt token ``slot``."""
         self.backend, self.prompt_text, self.deadline = backend, prompt_text, deadline
         self.llm = backend.llm
+        self.soft = soft
 
     def tokens(self) -> list[int]:
         return self.llm.input_ids[: self.llm.n_tokens].tolist()
@@ -387,11 +495,18 @@ class _LlamaContext:
         self.llm.n_tokens = n  # Llama.eval drops the KV cells past n_tokens before evaluating
 
     def extend(self, tokens) -> np.ndarray:
-        self.backend._eval(list(tokens), self.deadline)
+        tokens = list(tokens)
+        if SOFT_TOKEN in tokens:  # the decoder only rolls back within the answer, never into the prompt
+            raise BackendError("the soft prompt cannot be re-evaluated from token ids")
+        self.backend._eval(tokens, self.deadline)
         return self.backend._last_logits().copy()
 
     def tokenize(self, text: str) -> list[int]:
-        return self.backend._tokenize_prompt(self.prompt_text + text)
+        tokens = self.backend._tokenize_prompt(self.prompt_text + text)
+        if self.soft is None:
+            return tokens
+        slot, n = self.soft
+        return [*tokens[:slot], *([SOFT_TOKEN] * n), *tokens[slot:]]
 
 
 def timed_plain_completion(backend: LlamaCppBackend, prompt_tokens: Sequence[int],

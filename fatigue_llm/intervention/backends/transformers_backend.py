@@ -6,8 +6,8 @@
   bnb_8bit | bnb_nf4 (bitsandbytes through ``BitsAndBytesConfig``);
 - optional LoRA adapter (peft, ``adapter_model.safetensors``), merged unless bitsandbytes is used;
 - soft prompt: ``prefix_embeds`` (n_virtual_tokens x hidden, from the FeatureProjector) are inserted
-  as ``inputs_embeds`` right after the cached fixed prefix, before the variable user tokens, so the
-  fixed prefix's ``past_key_values`` stay valid and are reused;
+  as ``inputs_embeds`` at the soft-prompt slot (``base.soft_prompt_slot``: right after the fixed
+  prefix, before the variable user tokens), so the fixed prefix's ``past_key_values`` stay valid;
 - JSON-schema constrained decoding: each step takes the most likely token whose text keeps the
   answer a prefix of a schema-conforming JSON text (``schema_regex`` with partial matching).
 """
@@ -28,6 +28,7 @@ from fatigue_llm.intervention.backends.base import (
     Message,
     fixed_prefix_tokens,
     schema_regex,
+    soft_prompt_slot,
 )
 from fatigue_llm.intervention.models import ModelError, ModelSource
 
@@ -122,6 +123,7 @@ class TransformersBackend(Backend):
         torch.set_num_threads(max(1, n_threads))
         self.model, self.tokenizer = load_model(source, quantization, dtype, lora_path)
         self.source = source
+        self.lora_path = lora_path
         self.quantization = quantization
         self.temperature = temperature
         self._generator = torch.Generator().manual_seed(seed)
@@ -136,6 +138,11 @@ class TransformersBackend(Backend):
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def label(self) -> str:
+        return f"{self.source.path.name} (transformers)" + (f" + LoRA {Path(self.lora_path).name}"
+                                                              if self.lora_path else "")
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -214,7 +221,8 @@ class TransformersBackend(Backend):
         probs = torch.softmax(logits[allowed] / self.temperature, dim=-1)
         return allowed[int(torch.multinomial(probs, 1, generator=self._generator))]
 
-    def _embeds(self, ids: list[int], prefix_embeds):
+    def _embeds(self, ids: list[int], prefix_embeds, at: int = 0):
+        """Input embeddings of ``ids`` with the soft prompt ``prefix_embeds`` inserted before ``ids[at]``."""
         import torch
 
         embeds = self.model.get_input_embeddings()(torch.tensor([ids]))
@@ -224,7 +232,13 @@ class TransformersBackend(Backend):
         if soft.ndim != 2 or soft.shape[1] != embeds.shape[-1]:
             raise BackendError(
                 f"soft prompt shape {tuple(soft.shape)} does not fit hidden size {embeds.shape[-1]}")
-        return torch.cat([soft[None], embeds], dim=1)
+        return torch.cat([embeds[:, :at], soft[None], embeds[:, at:]], dim=1)
+
+    def _slot(self, messages: Sequence[Message], ids: list[int]) -> int:
+        n = len(self._prefix_ids)
+        if n and ids[:n] == self._prefix_ids and len(messages) >= 2:
+            return n
+        return soft_prompt_slot(self.render_tokens, messages)
 
     def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
                  json_schema: dict | None = None, prefix_embeds: object | None = None,
@@ -237,11 +251,13 @@ class TransformersBackend(Backend):
             ids = self.render_tokens(messages)
             pattern = self._pattern(json_schema) if json_schema is not None else None
             cache, cached = self._start(ids)
+            slot = cached if prefix_embeds is None else max(self._slot(messages, ids), cached)
+            n_soft = 0 if prefix_embeds is None else len(prefix_embeds)
             out: list[int] = []
             logprobs: list[float] = []
             text, ttft, finish = "", 0.0, "length"
             try:
-                result = self.model(inputs_embeds=self._embeds(ids[cached:], prefix_embeds),
+                result = self.model(inputs_embeds=self._embeds(ids[cached:], prefix_embeds, slot - cached),
                                     past_key_values=cache, use_cache=True)
                 for _ in range(max_new_tokens):
                     logits = result.logits[0, -1].float()
@@ -272,7 +288,7 @@ class TransformersBackend(Backend):
                                            clean_up_tokenization_spaces=False),
                 tokens=tuple(out), token_logprobs=tuple(logprobs), ttft_s=ttft,
                 total_s=deadline.elapsed(), token_pieces=tuple(self._piece(t) for t in out),
-                prompt_tokens=len(ids), cached_tokens=cached, finish_reason=finish,
+                prompt_tokens=len(ids) + n_soft, cached_tokens=cached, finish_reason=finish,
             )
 
     def logits(self, token_ids: Sequence[int]):
