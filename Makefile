@@ -9,9 +9,12 @@ QUIET_PIP := 2>&1 | { grep -v '^WARNING: Location' || true; }
 LLAMA_BUILD ?= portable
 STAMP := $(VENV)/.setup-stamp
 MSGS := $(wildcard fatigue_msgs/msg/*.msg fatigue_msgs/action/*.action) fatigue_msgs/CMakeLists.txt fatigue_msgs/package.xml
-REQS := $(wildcard requirements*.txt)
+REQS := $(filter-out requirements-onnx.txt,$(wildcard requirements*.txt))
+# the ONNX export environment (onnx needs protobuf>=6, the main env pins <5): `make onnx-env`
+ONNX_VENV ?= .venv-onnx
+ONNX_STAMP := $(ONNX_VENV)/.onnx-stamp
 
-.PHONY: setup demo test test-fast lint format bench bench-builds clean
+.PHONY: setup demo test test-fast lint format bench bench-builds adapter clean onnx-env
 
 # the llama.cpp build is checked on every setup (a no-op when that build is installed and passed here)
 setup: $(STAMP)
@@ -31,6 +34,18 @@ $(STAMP): $(REQS) $(MSGS) setup.py setup.cfg scripts/build_msgs.sh
 	scripts/build_msgs.sh $(VENV)
 	$(PIP) install --no-deps --no-build-isolation -e . $(QUIET_PIP)
 	@touch $(STAMP)
+
+# the ONNX export environment for `fatigue-llm export RUN --onnx DIR` (about a minute from scratch, then a no-op)
+onnx-env: $(ONNX_STAMP)
+
+$(ONNX_STAMP): requirements-onnx.txt
+	@test -x $(ONNX_VENV)/bin/python || python3 -m venv $(ONNX_VENV)
+	@echo "[onnx-env] torch (local CPU wheel first, so nothing pulls CUDA)"
+	$(ONNX_VENV)/bin/python -m pip --disable-pip-version-check -q install torch==2.13.0 $(QUIET_PIP)
+	@echo "[onnx-env] transformers, onnx, onnxscript"
+	$(ONNX_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-onnx.txt $(QUIET_PIP)
+	@echo "$(CURDIR)" > "$$($(ONNX_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fatigue_llm_repo.pth"
+	@touch $(ONNX_STAMP)
 
 demo: setup
 	$(VENV)/bin/fatigue-llm demo
@@ -62,6 +77,15 @@ bench-builds: setup
 	@test -x build/native-venv/bin/python || python3 -m venv build/native-venv
 	scripts/build_llama.sh build/native-venv --native
 	$(PY) bench/bench_llm.py --builds $$(build/native-venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+# the bundled LoRA adapter of the embedded SmolLM2 (committed; this rebuilds it from our generated data)
+ADAPTER := fatigue_llm/llm/data/smollm2-fatigue-lora.gguf
+adapter: setup
+	$(VENV)/bin/fatigue-llm generate-data build/adapter/cases.csv --rows 3000 --seed 0
+	$(VENV)/bin/fatigue-llm train --config configs/smollm2_demo.yaml
+	$(VENV)/bin/fatigue-llm train --config configs/smollm2_demo.yaml --mode compare --limit 30
+	$(VENV)/bin/fatigue-llm export runs/smollm2-demo --lora-gguf $(ADAPTER)
+	$(PY) scripts/adapter_card.py runs/smollm2-demo $(ADAPTER)
 
 clean:
 	rm -rf build install log

