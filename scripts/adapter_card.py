@@ -11,7 +11,6 @@ embedded Q4_1 base) with and without the adapter, plus the GGUF's SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -19,14 +18,6 @@ import tempfile
 from pathlib import Path
 
 REBUILD = "make adapter"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _car_results(config, adapter: Path, limit: int) -> list[dict]:
@@ -53,12 +44,13 @@ def main(argv: list[str]) -> int:
     run, adapter = Path(argv[0]), Path(argv[1])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fatigue_llm.training.config import load_run_config
+    from fatigue_llm.training.export import sha256_file
 
     summary = json.loads((run / "run.json").read_text())
     config = load_run_config(summary["config"]["source"])
     compare = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else None
     card = {
-        "adapter": adapter.name, "sha256": _sha256(adapter), "bytes": adapter.stat().st_size,
+        "adapter": adapter.name, "sha256": sha256_file(adapter), "bytes": adapter.stat().st_size,
         "rebuild": REBUILD, "run_config": summary["config"]["source"], "data": summary["data"],
         "lora": summary["config"]["lora"], "training": summary["config"]["training"], "final": summary["final"],
         "transformers_compare": None if compare is None else [

@@ -226,7 +226,7 @@ def merge(base_path: str, adapter_dir: Path, out_dir: Path) -> Path:
 
 # --- export --------------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -262,7 +262,7 @@ def convert_and_verify(merged_dir: Path, out: Path, quant: str, min_agreement: f
         check = verify(tmp, merged_dir, n_threads=n_threads)
         passed = check.greedy_agreement >= floor
         report = {"gguf": str(out), "quant": quant, "size_bytes": tmp.stat().st_size,
-                  "sha256": _sha256(tmp) if passed else None, "reference": str(merged_dir),
+                  "sha256": sha256_file(tmp) if passed else None, "reference": str(merged_dir),
                   "verify": asdict(check), "min_agreement": floor, "passed": passed,
                   "seconds": round(time.monotonic() - started, 1), **(context or {})}
         if passed:
@@ -488,7 +488,7 @@ def export_lora_gguf(adapter_dir: str | Path, out: Path, base_gguf: str | Path |
     return {"lora_gguf": str(out), "adapter": str(adapter), "base": str(layout["path"]), "kind": kind,
             "projector": None if copied is None else str(copied),
             "alpha": alpha, "ranks": sorted(ranks), "dtype": "/".join(sorted(dtypes)),
-            "modules": len(pairs), "size_bytes": out.stat().st_size, "sha256": _sha256(out)}
+            "modules": len(pairs), "size_bytes": out.stat().st_size, "sha256": sha256_file(out)}
 
 
 # --- CLI -----------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from fatigue_llm.intervention.backends.base import (
 )
 from fatigue_llm.intervention.backends.structured import (
     StructuredDecoder,
+    decode_within,
     greedy_picker,
     sampling_picker,
     template_fields,
@@ -402,16 +403,9 @@ class LlamaCppBackend(Backend):
         cached, tokens = self._prime(tokens, soft, slot, deadline)
         context = _LlamaContext(self, prompt_text, deadline, (slot, len(soft)) if soft is not None else None)
         pick = greedy_picker if self.temperature <= 0 else sampling_picker(self.temperature, self.seed)
-        try:
-            result = self._structured_decoder().decode(context, branches, len(tokens), max_new_tokens, pick,
-                                                       expired=deadline.expired, on_text=on_text)
-        except TimeoutError as error:
-            partial = error.args[1] if len(error.args) > 1 else None
-            generation = None if partial is None else self._template_generation(
-                partial, deadline, tokens, cached, "timeout")
-            raise GenerationTimeout(f"generation passed the {deadline.budget_s:.1f} s deadline",
-                                    generation) from None
-        return self._template_generation(result, deadline, tokens, cached, result.finish_reason)
+        return decode_within(self._structured_decoder(), context, branches, len(tokens), max_new_tokens, pick,
+                             deadline, on_text,
+                             lambda result, finish: self._template_generation(result, deadline, tokens, cached, finish))
 
     def _template_generation(self, result, deadline: Deadline, prompt, cached, finish) -> Generation:
         ttft = result.first_pick_s - deadline.start if result.tokens else 0.0

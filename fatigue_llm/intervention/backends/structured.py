@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fatigue_llm.intervention.backends.base import log_softmax_at
+from fatigue_llm.intervention.backends.base import Deadline, GenerationTimeout, log_softmax_at
 
 QUOTE = ord('"')
 REPEAT_NGRAM = 4  # a free string ends when its last 4 tokens repeat an earlier 4-token run
@@ -313,3 +313,17 @@ def _shared_prefix(sequences: list[list[int]]) -> int:
     while n < shortest and all(s[n] == sequences[0][n] for s in sequences):
         n += 1
     return n
+
+
+def decode_within(decoder: StructuredDecoder, context: Context, branches: Sequence[Branch], prompt_len: int,
+                  max_tokens: int, pick: Picker, deadline: Deadline, on_text, to_generation):
+    """``decoder.decode`` under ``deadline``: ``to_generation(result, finish_reason)`` of what it wrote, or
+    GenerationTimeout carrying the answer so far when the deadline passes."""
+    try:
+        result = decoder.decode(context, branches, prompt_len, max_tokens, pick, expired=deadline.expired,
+                                on_text=on_text)
+    except TimeoutError as error:
+        partial = error.args[1] if len(error.args) > 1 else None
+        generation = None if partial is None else to_generation(partial, "timeout")
+        raise GenerationTimeout(f"generation passed the {deadline.budget_s:.1f} s deadline", generation) from None
+    return to_generation(result, result.finish_reason)
