@@ -27,6 +27,7 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
 BALANCE = ("none", "sample")
+WANDB_MODES = ("none", "offline")  # never online from here: a run's metrics stay on this machine
 
 
 QUANTIZATIONS = ("none", "nf4")
@@ -95,6 +96,9 @@ class DataSection:
 @dataclass(frozen=True)
 class OutputSection:
     dir: str = "runs/default"       # checkpoints, the adapter, metrics.jsonl (relative to the config)
+    wandb: str = "none"             # none | offline: also log to Weights & Biases in offline mode, under
+                                    # OUTPUT/wandb (upload later with `wandb sync` if wanted)
+    wandb_project: str = "fatigue-llm"
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class RunConfig:
             (0 <= self.data.validation_fraction < 1,
              f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"),
             (self.data.balance in BALANCE, f"data.balance must be one of {BALANCE}, got {self.data.balance!r}"),
+            (self.output.wandb in WANDB_MODES,
+             f"output.wandb must be one of {WANDB_MODES}, got {self.output.wandb!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -217,7 +217,8 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         logging_steps=t.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         load_best_model_at_end=evaluate and t.early_stopping_patience > 0, metric_for_best_model="eval_loss",
-        greater_is_better=False, seed=t.seed, data_seed=t.seed, full_determinism=t.deterministic, report_to=[],
+        greater_is_better=False, seed=t.seed, data_seed=t.seed, full_determinism=t.deterministic,
+        report_to=_report_to(config, out), run_name=out.name,
         gradient_checkpointing=t.gradient_checkpointing, use_cpu=not _cuda(), bf16=config.model.dtype == "bfloat16",
         remove_unused_columns=False, dataloader_num_workers=0,
     )
@@ -262,6 +263,24 @@ def train(config: RunConfig, resume: bool = False) -> dict:
                 projector.save(folder / softprompt.PROJECTOR_FILE)
         _atomic_write(out / "run.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _report_to(config: RunConfig, out: Path) -> list[str]:
+    """Trainer's loggers besides our metrics.jsonl: W&B in offline mode when output.wandb says so."""
+    if config.output.wandb == "none":
+        return []
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise DataError(f"{config.source}: output.wandb is {config.output.wandb!r} but the wandb package is not "
+                        "installed (pip install -r requirements-llm.txt)") from None
+    # environment, because that is how transformers' WandbCallback is configured; offline means nothing is sent
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_DIR"] = str(out)
+    os.environ["WANDB_PROJECT"] = config.output.wandb_project
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")  # no crash reports to wandb's Sentry either
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return ["wandb"]
 
 
 def _cuda() -> bool:

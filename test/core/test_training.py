@@ -314,6 +314,40 @@ def test_early_stopping_stops_when_the_held_out_loss_stops_improving(tmp_path, t
 
 
 @pytest.mark.slow
+def test_wandb_offline_logs_the_run_locally_and_sends_nothing(tmp_path, tiny_llama):
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal.datastore import DataStore
+
+    data = write(tmp_path / "cases.csv", MESSAGE_HEADER + CASE_ROW.format(message="Take a break soon.") * 4)
+    config = _tiny_config(tmp_path, tiny_llama, "wb", "max_steps: 3, save_steps: 3",
+                          f"data: {{train: {data.name}, validation_fraction: 0.0}}")
+    env_without_key = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    done = subprocess.run([sys.executable, "-m", "fatigue_llm.training.train", "--config", str(config),
+                           "--set", "output.wandb=offline"],
+                          capture_output=True, text=True, timeout=900, env=env_without_key)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, list((tmp_path / "wb").rglob("*"))
+    store = DataStore()
+    store.open_for_scan(str(runs[0]))
+    logged = []
+    while (raw := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "history":
+            logged.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                           for item in record.history.item})
+    losses = [entry["train/loss"] for entry in logged if "train/loss" in entry]
+    assert losses == pytest.approx(list(_losses(tmp_path / "wb").values()), rel=1e-5)  # the same numbers as ours
+
+
+def test_wandb_mode_is_validated(tmp_path):
+    config = write(tmp_path / "run.yaml", "data: {train: x.csv}\noutput: {wandb: online}\n")
+    with pytest.raises(ConfigError, match=r"output.wandb must be one of \('none', 'offline'\), got 'online'"):
+        load_run_config(config)
+
+
+@pytest.mark.slow
 def test_qlora_trains_an_adapter_on_a_4bit_base(tmp_path, tiny_llama):
     data = write(tmp_path / "cases.csv", MESSAGE_HEADER + CASE_ROW.format(message="Take a break soon.") * 6)
     config = _tiny_config(tmp_path, tiny_llama, "qlora", "max_steps: 4, eval_steps: 2, save_steps: 2",
