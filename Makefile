@@ -18,6 +18,7 @@ ONNX_STAMP := $(ONNX_VENV)/.onnx-stamp
 
 # the llama.cpp build is checked on every setup (a no-op when that build is installed and passed here)
 setup: $(STAMP)
+	@scripts/install_system_deps.sh
 	@scripts/build_llama.sh $(VENV) $(if $(filter native,$(LLAMA_BUILD)),--native,)
 	@$(PY) -m fatigue_llm.llm.cpucheck
 
