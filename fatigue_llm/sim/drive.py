@@ -118,8 +118,10 @@ def fatigue_levels(profile: FatigueProfile, times: np.ndarray) -> np.ndarray:
 class _Driver:
     """State of road, car and driver; ``step`` advances one STEP_S and records the signals."""
 
-    def __init__(self, params: DriveParams, levels: np.ndarray, rng: np.random.Generator) -> None:
+    def __init__(self, params: DriveParams, levels: np.ndarray, rng: np.random.Generator,
+                 forced_lapses: Sequence[tuple[float, float]] = ()) -> None:
         self.p = params
+        self.forced = {round(start / STEP_S): duration for start, duration in forced_lapses}
         self.levels = levels.tolist()
         n = len(levels)
         # all randomness drawn up front, in a fixed order: the drive depends on the seed only
@@ -162,6 +164,13 @@ class _Driver:
         """True while in a lapse. A lapse ends early at the lane edge (rumble strip); a new one can
         start (hazard lapse_rate * f^2) once the jolt of the last one has worn off."""
         p = self.p
+        forced = self.forced.get(k) if self.forced else None
+        if forced is not None and t + forced > self.lapse_end:  # a scripted lapse (microsleep) starts here
+            if t < self.lapse_end:
+                self.lapse_events[-1] = (self.lapse_events[-1][0], t + forced - self.lapse_events[-1][0])
+            else:
+                self.lapse_events.append((t, forced))
+            self.lapse_end = t + forced
         if t < self.lapse_end:
             if abs(self.y) < p.wake_offset:
                 return True
@@ -223,17 +232,20 @@ def _check_inputs(duration_s: float, rate_hz: float, seed: int, time_driving_at_
 
 
 def simulate_drive(duration_s: float, rate_hz: float, fatigue_profile: FatigueProfile, seed: int = 0, *,
-                   time_driving_at_start: float = 0.0, params: DriveParams | None = None) -> SimulatedDrive:
+                   time_driving_at_start: float = 0.0, params: DriveParams | None = None,
+                   forced_lapses: Sequence[tuple[float, float]] = ()) -> SimulatedDrive:
     """Simulate ``duration_s`` of lane keeping sampled at ``rate_hz`` (samples at t = i / rate_hz).
 
     ``fatigue_profile`` gives the fatigue level in [0, 1] over time (see ``fatigue_levels``).
+    ``forced_lapses`` are (start s, duration s) lapses that happen besides the drawn ones, e.g. the
+    microsleeps of a scripted driver (sim/scenario.py); like the others they end early at the rumble strip.
     Deterministic for a seed. Raises DriveSimError for a bad duration, rate, seed or profile.
     """
     _check_inputs(duration_s, rate_hz, seed, time_driving_at_start)
     p = params or DriveParams()
     steps = math.ceil(duration_s / STEP_S) + 1
     levels = fatigue_levels(fatigue_profile, np.arange(steps) * STEP_S)
-    driver = _Driver(p, levels, np.random.default_rng(seed))
+    driver = _Driver(p, levels, np.random.default_rng(seed), forced_lapses)
     for k in range(steps):
         driver.step(k)
     times = np.arange(math.floor(duration_s * rate_hz + 1e-9) + 1) / rate_hz
