@@ -61,3 +61,13 @@ def test_cooldown_suppresses_repeats_but_not_escalation():
 def test_long_drive_advisory_suggests_a_break():
     decision = AlertPolicy(CONFIG).evaluate(features(time_driving=2.5 * 3600), 0.0)
     assert decision.level == Level.ADVISORY and decision.action == "suggest_break"
+
+
+def test_one_blink_early_in_a_drive_is_not_a_high_blink_rate():
+    """Found by replaying alert_commute: one blink in a 2 s window read as 30 blinks/min and advised."""
+    config = InterventionConfig()
+    early = FatigueFeatures(timestamp_s=2.0, window_duration=2.0, eye_closure_ratio=0.05, blink_frequency=30.0)
+    assert assess(early, config)[0] == Level.INFO
+    sustained = FatigueFeatures(timestamp_s=90.0, window_duration=60.0, eye_closure_ratio=0.05, blink_frequency=30.0)
+    level, reasons = assess(sustained, config)
+    assert level == Level.ADVISORY and any("blink rate 30/min" in r for r in reasons)
