@@ -14,11 +14,14 @@ DELEGATED = {
     "perceive": ("fatigue_llm.perception.offline", "run perception on a video/image folder -> CSV/JSON"),
     "sample-video": ("fatigue_llm.sim.driver_video", "generate a synthetic driver video with ground truth"),
     "simulate-drive": ("fatigue_llm.sim.drive", "simulate labelled vehicle signals -> CSV"),
+    "simulate": ("fatigue_llm.sim.simulate", "simulate a labelled drive from a scenario YAML -> rosbag2 bag"),
     "intervene": ("fatigue_llm.intervention.cli", "one intervention for a features JSON file"),
     "model": ("fatigue_llm.intervention.convert", "convert / verify / verify-attention on-device models"),
     "train": ("fatigue_llm.training.train", "fine-tune the on-device LLM (LoRA / full) from a run config"),
     "export": ("fatigue_llm.training.export", "merge a run's LoRA adapter and export it as a verified GGUF"),
     "generate-data": ("fatigue_llm.training.generate", "generate a synthetic intervention cases CSV"),
+    "evaluate": ("fatigue_llm.evaluation.evaluate", "replay bags through the system; results, metrics, HTML report"),
+    "bag": ("fatigue_llm.bags.cli", "record / play / info rosbag2 bags (like ros2 bag)"),
 }
 
 
