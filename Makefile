@@ -14,7 +14,7 @@ REQS := $(filter-out requirements-onnx.txt,$(wildcard requirements*.txt))
 ONNX_VENV ?= .venv-onnx
 ONNX_STAMP := $(ONNX_VENV)/.onnx-stamp
 
-.PHONY: setup demo test test-fast lint format bench bench-builds adapter clean onnx-env
+.PHONY: eval-demo setup demo test test-fast lint format bench bench-builds adapter clean onnx-env
 
 # the llama.cpp build is checked on every setup (a no-op when that build is installed and passed here)
 setup: $(STAMP)
@@ -50,6 +50,15 @@ $(ONNX_STAMP): requirements-onnx.txt
 
 demo: setup
 	$(VENV)/bin/fatigue-llm demo
+
+# simulate two labelled drives, replay them through the system, judge them by their scenarios' pass criteria
+EVAL_DEMO := build/eval-demo
+eval-demo: setup
+	rm -rf $(EVAL_DEMO)
+	$(VENV)/bin/fatigue-llm simulate --scenario configs/scenarios/highway_drowsiness.yaml --out $(EVAL_DEMO)/highway_drowsiness --quiet
+	$(VENV)/bin/fatigue-llm simulate --scenario configs/scenarios/microsleep_episode.yaml --out $(EVAL_DEMO)/microsleep_episode --quiet
+	$(VENV)/bin/fatigue-llm evaluate $(EVAL_DEMO)/highway_drowsiness --scenario configs/scenarios/highway_drowsiness.yaml --out $(EVAL_DEMO)/highway_drowsiness-eval
+	$(VENV)/bin/fatigue-llm evaluate $(EVAL_DEMO)/microsleep_episode --scenario configs/scenarios/microsleep_episode.yaml --out $(EVAL_DEMO)/microsleep_episode-eval
 
 test: setup
 	$(PY) -m ruff check .
