@@ -30,7 +30,8 @@ def _car_results(config, adapter: Path, limit: int) -> list[dict]:
     cases = held_out_cases(config, tokenizer, limit)
     results = []
     for label, lora in (("embedded Q4_1, no adapter", "none"), ("embedded Q4_1 + this adapter", str(adapter))):
-        llm = LlmConfig(backend="llamacpp", lora_path=lora, retrieval_k=0, generation_deadline=60.0)
+        llm = LlmConfig(backend="llamacpp", lora_path=lora, retrieval_k=config.data.retrieval_k,
+                        generation_deadline=60.0)  # retrieval as in training (the node's own store)
         result = evaluate_engine(llm, cases, label)
         result["samples"] = [f"{r['level']} {r['action']}: {r['message']}" for r in result.pop("rows")[:5]]
         results.append(result)

@@ -91,6 +91,8 @@ class DataSection:
     validation_fraction: float = 0.1
     seed: int = 0
     balance: str = "none"           # none | sample: draw training examples with equal weight per fatigue level
+    retrieval_k: int = 0            # past cases in each prompt, retrieved as the llm node does (its retrieval_k,
+                                    # from the store it seeds on first start); 0 = prompts without cases
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class RunConfig:
             (0 <= self.data.validation_fraction < 1,
              f"data.validation_fraction must be in [0, 1), got {self.data.validation_fraction}"),
             (self.data.balance in BALANCE, f"data.balance must be one of {BALANCE}, got {self.data.balance!r}"),
+            (0 <= self.data.retrieval_k <= 10, f"data.retrieval_k must be in [0, 10], got {self.data.retrieval_k}"),
             (self.output.wandb in WANDB_MODES,
              f"output.wandb must be one of {WANDB_MODES}, got {self.output.wandb!r}"),
         ]

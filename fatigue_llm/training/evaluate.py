@@ -49,7 +49,7 @@ def held_out_cases(config: RunConfig, tokenizer, limit: int) -> list[Conversatio
     from fatigue_llm.llm.config import LlmConfig
     from fatigue_llm.training.train import engine_prompt_builder
 
-    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars, retrieval_k=config.data.retrieval_k)
     if config.data.validation:
         cases = load_conversations(config.resolve(config.data.validation), config.data.format, build)
     else:
@@ -153,7 +153,7 @@ def evaluate_model(config: RunConfig, model: ModelUnderTest, cases: list[Convers
     from fatigue_llm.llm.config import LlmConfig
 
     llm = LlmConfig(backend="transformers", model_path=config.model.path, lora_path=model.lora_path,
-                    retrieval_k=0, generation_deadline=120.0,  # training prompts hold no retrieved cases
+                    retrieval_k=config.data.retrieval_k, generation_deadline=120.0,  # as the training prompts
                     prefix_tokens=config.projector.n_tokens)  # a trained projector beside the adapter: soft prompt
     with tempfile.TemporaryDirectory(prefix="fatigue-eval-") as state:
         engine = InterventionEngine(llm, state_dir=Path(state))
@@ -218,7 +218,7 @@ def generate_one(config: RunConfig, features_file: Path) -> dict:
 
     features = read_features(features_file)
     llm = LlmConfig(backend="transformers", model_path=config.model.path, lora_path=str(adapter_dir(config)),
-                    retrieval_k=0, generation_deadline=120.0)
+                    generation_deadline=120.0)  # the llm node's retrieval, as `fatigue-llm intervene`
     with tempfile.TemporaryDirectory(prefix="fatigue-generate-") as state:
         engine = InterventionEngine(llm, state_dir=Path(state))
         engine.load()

@@ -37,26 +37,53 @@ from fatigue_llm.training.data import (
 )
 
 
-def engine_prompt_builder(tokenizer, max_message_chars: int, soft_prompt: bool = False):
+def engine_prompt_builder(tokenizer, max_message_chars: int, soft_prompt: bool = False, retrieval_k: int = 0):
     """The intervention engine's request for a feature vector: its system prompt, rule decision (the
     deterministic policy without cooldown) and feature rendering, within its user-turn budget; with
-    ``soft_prompt`` the feature text is left out (the projector's virtual tokens carry the features)."""
+    ``soft_prompt`` the feature text is left out (the projector's virtual tokens carry the features).
+    With ``retrieval_k`` > 0 the request also holds the k past cases the engine retrieves for these features
+    from a fresh case store, seeded as the llm node seeds its own (``retrieval_cases``)."""
     from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import rule_decision_for
     from fatigue_llm.intervention.prompt import USER_BUDGET_TOKENS, build_messages, system_prompt
 
     rules, system = InterventionConfig(), system_prompt(max_message_chars)
+    retrieve = retrieval_cases(retrieval_k)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False).input_ids)
 
     def build(features):
         rule = rule_decision_for(features, rules)
-        messages = build_messages(features, rule, (), system=system, count_tokens=count,
+        messages = build_messages(features, rule, retrieve(features), system=system, count_tokens=count,
                                   budget_tokens=USER_BUDGET_TOKENS, soft_prompt=soft_prompt)
         return messages, rule.level.name
 
     return build
+
+
+def retrieval_cases(k: int):
+    """``features -> retrieved cases`` as the engine's first request sees them: the store the llm node creates
+    on its first start (seeded from the engine's seed cases), searched with the engine's key. k = 0: none."""
+    if k <= 0:
+        return lambda features: []
+    import tempfile
+    import weakref
+
+    from fatigue_llm.intervention.casestore import CaseStore
+    from fatigue_llm.intervention.engine import SEED_CSV
+    from fatigue_llm.intervention.projector import FEATURE_NAMES, retrieval_key
+    from fatigue_llm.llm.config import LlmConfig
+
+    folder = tempfile.TemporaryDirectory(prefix="fatigue-train-cases-")
+    store = CaseStore.open(Path(folder.name), dim=len(FEATURE_NAMES) + 1, hnsw_threshold=LlmConfig().hnsw_threshold)
+    store.seed_from_csv(SEED_CSV, embed=retrieval_key)
+
+    def retrieve(features):
+        return store.search(retrieval_key(features), k)
+
+    weakref.finalize(retrieve, lambda: (store.close(save=False), folder.cleanup()))
+    return retrieve
 
 
 class ListDataset:
@@ -164,7 +191,8 @@ def prepare_data(config: RunConfig, tokenizer, projector=None) -> tuple[list[dic
     item holds the projector's slot and input (``softprompt.encode_soft``)."""
     from fatigue_llm.llm.config import LlmConfig
 
-    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars, soft_prompt=projector is not None)
+    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars, soft_prompt=projector is not None,
+                                  retrieval_k=config.data.retrieval_k)
     conversations = load_conversations(config.resolve(config.data.train), config.data.format, build)
     usable = [c for c in conversations if c.answerable]
     if config.data.validation:

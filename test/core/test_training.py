@@ -3,7 +3,9 @@ embedded SmolLM2 whose held-out loss falls."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -114,19 +116,31 @@ def smollm2(tmp_path_factory):
 def test_training_prompt_tokens_equal_the_engine_prompt_tokens(smollm2):
     from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import rule_decision_for
+    from fatigue_llm.intervention.projector import retrieval_key
     from fatigue_llm.llm.config import LlmConfig
     from fatigue_llm.training.train import engine_prompt_builder
 
     engine, tokenizer = smollm2
-    build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars)
-    for features, level, action, message in read_cases_csv(SEED)[::7]:
-        conversation = case_conversation(features, level, action, message, build)
-        encoded = tokenize_conversation(tokenizer, conversation, 2048)
-        prompt_tokens = [t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True)
-                         if label == IGNORE_INDEX]
-        rule = rule_decision_for(features, InterventionConfig())
-        engine_tokens = engine._parts.backend.render_tokens(engine.request_messages(features, rule, []))
-        assert prompt_tokens == engine_tokens  # HF tokenizer + template == llama.cpp's, token for token
+    k = LlmConfig().retrieval_k
+    for retrieval in (0, k):  # without cases, and with the cases the node's freshly seeded store retrieves
+        build = engine_prompt_builder(tokenizer, LlmConfig().max_message_chars, retrieval_k=retrieval)
+        with_cases = 0
+        rows = read_cases_csv(SEED)[::7]
+        # a car without voice and vehicle-bus signals: a shorter "Now" line leaves room for cases in the budget
+        camera_only = [(dataclasses.replace(f, voice_quality=math.nan, steering_reversal_rate=math.nan,
+                                            speed_variance=math.nan, yaw_rate=math.nan), *rest) for f, *rest in rows]
+        for features, level, action, message in rows + camera_only:
+            conversation = case_conversation(features, level, action, message, build)
+            encoded = tokenize_conversation(tokenizer, conversation, 2048)
+            prompt_tokens = [t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True)
+                             if label == IGNORE_INDEX]
+            rule = rule_decision_for(features, InterventionConfig())
+            cases = engine._parts.store.search(retrieval_key(features), retrieval) if retrieval else []
+            assert len(cases) == retrieval
+            engine_tokens = engine._parts.backend.render_tokens(engine.request_messages(features, rule, cases))
+            assert prompt_tokens == engine_tokens  # HF tokenizer + template == llama.cpp's, token for token
+            with_cases += "Cases:" in conversation.prompt[-1]["content"]  # as many as fit the user budget
+        assert (with_cases > 0) == bool(retrieval), with_cases
 
 
 @pytest.mark.slow
