@@ -442,10 +442,10 @@ class BagReader:
         if not connections:
             return
         count, last = 0, None
+        msgtypes = {c.id: normalize_msgtype(c.msgtype) for c in connections}  # once per topic, not per message
         try:
             for connection, stamp, raw in reader.messages(connections, start=start_ns):
-                message = BagMessage(connection.topic, normalize_msgtype(connection.msgtype), stamp, bytes(raw),
-                                     store, source)
+                message = BagMessage(connection.topic, msgtypes[connection.id], stamp, bytes(raw), store, source)
                 count, last = count + 1, stamp
                 yield stamp, message
         except _DAMAGE as error:
