@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
     Path(handle.name).replace(out)
     for result in card["llamacpp_engine"]:
         print(f"{result['model']}: level {result['level_accuracy']:.2f}, action {result['action_accuracy']:.2f}, "
+              f"over-escalated {result['over_escalated']:.2f}, "
               f"as written {result['accepted_as_written']:.2f}, p50 {result['latency_s_p50']:.2f} s")
     print(f"wrote {out}")
     return 0

@@ -121,6 +121,12 @@ def answer_cases(engine, cases: list[Conversation]) -> list[dict]:
     return rows
 
 
+def _level_rank(name: str) -> int:
+    from fatigue_llm.intervention.types import Level
+
+    return int(Level[name])
+
+
 def summarise(label: str, rows: list[dict]) -> dict:
     """Accuracy, share published as written and latency of ``answer_cases`` rows."""
     latencies = sorted(r["latency_s"] for r in rows)
@@ -129,6 +135,8 @@ def summarise(label: str, rows: list[dict]) -> dict:
         "level_accuracy": statistics.fmean(r["level"] == r["label_level"] for r in rows),
         "action_accuracy": statistics.fmean(r["action"] == r["label_action"] for r in rows),
         "accepted_as_written": statistics.fmean(r["as_written"] for r in rows),
+        # the failure that matters most in a car besides missing fatigue: alarming a driver beyond the case
+        "over_escalated": statistics.fmean(_level_rank(r["level"]) > _level_rank(r["label_level"]) for r in rows),
         "latency_s_p50": statistics.median(latencies),
         "latency_s_p95": latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)],
         "rows": rows,
@@ -198,11 +206,11 @@ def run_evaluation(config: RunConfig, compare: bool, limit: int) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| model | cases | perplexity | level acc | action acc | accepted as written | latency p50 / p95 s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | cases | perplexity | level acc | action acc | over-escalated | accepted as written | "
+             "latency p50 / p95 s |", "|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| {r['model']} | {r['cases']} | {r['perplexity']:.2f} | {r['level_accuracy']:.2f} | "
-                     f"{r['action_accuracy']:.2f} | {r['accepted_as_written']:.2f} | "
+                     f"{r['action_accuracy']:.2f} | {r['over_escalated']:.2f} | {r['accepted_as_written']:.2f} | "
                      f"{r['latency_s_p50']:.2f} / {r['latency_s_p95']:.2f} |")
     for sample in report.get("samples", []):
         lines.append(f"\nlabel {sample['label']}\n  base:    {sample['base']}\n  adapter: {sample['adapter']}")
