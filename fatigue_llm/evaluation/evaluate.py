@@ -17,14 +17,18 @@ file and the problem).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fatigue_llm.config import ConfigError, config_from_mapping, read_parameter_file
+from fatigue_llm.evaluation.replay import Advisor
 
 RESULTS, METRICS, REPORT = "results.jsonl", "metrics.json", "report.html"
 
@@ -41,6 +45,7 @@ class EvalOptions:
     tolerance_s: float = 300.0
     live: bool = False
     live_rate: float = 1.0
+    llm: bool = False           # also run the advice path (offline: the llm node's engine in line; live: the node)
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,55 @@ def offline_trace(bag: Path, options: EvalOptions):
 
     labels = read_labels(options.labels_csv or None, options.events_csv or None)
     config = replay_config(options.params_file)
-    replay = Replay(bag.name, config, labels)
     with open_bag(bag) as reader:
         usable = {topic.lstrip("/") for topic in reader.topics} & set(replay_topics(config))
-        if not usable:
+        if not usable:  # before any model loads
             raise ReplayError(f"{bag}: none of the topics the system reads ({', '.join(replay_topics(config))}); "
                               f"the bag has {', '.join(sorted(reader.topics)) or 'no topics'}")
-        for message in reader.messages():
-            replay.feed(message.topic, message.stamp_ns, message.decode())
-        stopped = reader.stopped_at
-    return replay.trace(stopped)
+        with llm_advisor(options, config) as advisor:
+            return _replay_bag(reader, Replay(bag.name, config, labels, advisor))
+
+
+def _replay_bag(reader, replay):
+    for message in reader.messages():
+        replay.feed(message.topic, message.stamp_ns, message.decode())
+    return replay.trace(reader.stopped_at)
+
+
+@contextlib.contextmanager
+def llm_advisor(options: EvalOptions, config) -> Iterator[Advisor | None]:
+    """The advice path for ``--llm``: the engine the llm node builds from the params file's ``llm`` section,
+    in a scratch state folder (its case store starts as the node's does and is thrown away)."""
+    if not options.llm:
+        yield None
+        return
+    from fatigue_llm.evaluation.replay import Advice
+    from fatigue_llm.intervention.engine import InterventionEngine
+    from fatigue_llm.llm.config import LlmConfig
+    from fatigue_llm.ros.launcher import default_params_file
+
+    path = Path(options.params_file) if options.params_file else default_params_file()
+    llm = config_from_mapping(LlmConfig, read_parameter_file(path, "llm"), source=f"{path} (llm)")
+    llm.validate()
+    min_level = config.intervention.llm_min_level
+
+    with tempfile.TemporaryDirectory(prefix="fatigue-replay-llm-") as state:
+        engine = InterventionEngine(llm, state_dir=Path(state))
+        engine.load()
+
+        def advise(features, decision) -> Advice | None:
+            if decision.level < min_level:
+                return None
+            began = time.perf_counter()
+            follow_up = engine.advise(features, decision)
+            generation = getattr(engine, "last_generation", None)
+            return Advice(int(follow_up.level), follow_up.action, str(follow_up.source), time.perf_counter() - began,
+                          generation.decode_tokens_per_s if generation is not None else 0.0)
+
+        try:
+            yield advise
+        finally:
+            engine.close()
 
 
 def evaluate_bag(bag: str, out_dir: str, options: EvalOptions) -> BagOutcome:
@@ -104,7 +148,7 @@ def evaluate_bag(bag: str, out_dir: str, options: EvalOptions) -> BagOutcome:
     if options.live:
         from fatigue_llm.evaluation.live import live_trace
 
-        trace = live_trace(path, options)
+        trace = live_trace(path, options, llm=options.llm or None)  # --llm: the llm node runs too
     else:
         trace = offline_trace(path, options)
     metrics = compute_metrics(trace, options.tolerance_s)
@@ -248,6 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--live", action="store_true", help="play the bag into the running nodes (DDS)")
     parser.add_argument("--rate", type=float, default=1.0, help="--live playback rate (default 1)")
+    parser.add_argument("--llm", action="store_true",
+                        help="also run the advice path: offline, the llm node's engine on each alert; --live, the "
+                             "llm node (off by default in live runs)")
     parser.add_argument("--params", default="", help="ROS 2 parameter file (default: config/vehicle.yaml)")
     parser.add_argument("--labels", default="", help="CSV start_s,end_s,level for bags without truth/fatigue")
     parser.add_argument("--events", default="", help="CSV start_s,end_s,event (blink/microsleep/yawn/nod)")
@@ -283,7 +330,8 @@ def options_from(args: argparse.Namespace) -> EvalOptions:
         if value and not Path(value).is_file():
             raise ConfigError(f"{flag} {value}: no such file")
     return EvalOptions(criteria=criteria, scenario_name=name, params_file=args.params, labels_csv=args.labels,
-                       events_csv=args.events, tolerance_s=args.tolerance, live=args.live, live_rate=args.rate)
+                       events_csv=args.events, tolerance_s=args.tolerance, live=args.live, live_rate=args.rate,
+                       llm=args.llm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,10 @@ Per message, in bag order:
 * ``vehicle/signals`` -> ``FeatureWindow.add_vehicle``;
 * every ``publish_period`` s of message time, features -> policy, as the feature node's timer does;
 * ``truth/fatigue`` (fatigue_msgs/FatigueTruth, written by ``fatigue-llm simulate``) -> the labels, or a
-  sidecar CSV (``Labels``) for real recordings that come without them.
+  sidecar CSV (``Labels``) for real recordings that come without them;
+* with an ``advisor`` (``fatigue-llm evaluate --llm``), each rule decision at or above ``llm_min_level`` also
+  goes to the advice path (the engine the llm node runs), in line: its follow-up is recorded at the alert's
+  time plus the answer's latency, with its tokens/s.
 
 Times in the ``Trace`` are seconds since the bag's first message. No rclpy: messages are the bag's own
 (rosbags objects carry the same field names as the ROS messages).
@@ -22,7 +25,7 @@ import bisect
 import csv
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,21 @@ TRUTH_TOPIC = "truth/fatigue"
 WINDOW_FEATURES = ("eye_closure_ratio", "blink_frequency", "head_nod", "steering_reversal_rate", "speed_variance",
                    "yaw_rate", "sdlp", "mean_blink_duration", "longest_eye_closure", "face_visible_fraction")
 BLINK_EVENTS = (EventType.BLINK, EventType.SLOW_BLINK)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What the advice path answered for one rule decision: the follow-up, how long it took, how fast it wrote."""
+
+    level: int
+    action: str
+    source: str
+    latency_s: float
+    tokens_per_s: float
+
+
+# (features, rule decision) -> Advice, or None when the LLM is not asked (below llm_min_level)
+Advisor = Callable[[FatigueFeatures, object], Advice | None]
 
 
 class ReplayError(ValueError):
@@ -209,8 +227,11 @@ class _Truth:
 class Replay:
     """Feed decoded bag messages with ``feed``; ``trace()`` gives what the nodes would have published."""
 
-    def __init__(self, name: str, config: ReplayConfig | None = None, labels: Labels | None = None) -> None:
+    def __init__(self, name: str, config: ReplayConfig | None = None, labels: Labels | None = None,
+                 advisor: Advisor | None = None) -> None:
         self.name = name
+        self.advisor = advisor  # the LLM advice path, run in line (message time stands still meanwhile)
+        self._tokens_per_s: list[float] = []
         self.config = config or ReplayConfig()
         self.labels = labels or Labels()
         self.window = FeatureWindow(self.config.features)
@@ -322,8 +343,21 @@ class Replay:
         if decision is not None:
             self._interventions.append(InterventionRecord(t, int(decision.level), decision.action,
                                                           str(decision.source)))
+            if self.advisor is not None:
+                self._advise(t, features, decision)
         if not trigger_event:
             self._windows.append(self._window_record(t, features))
+
+    def _advise(self, t: float, features: FatigueFeatures, decision) -> None:
+        """The follow-up arrives ``latency`` after the alert, as it would on the road."""
+        advice = self.advisor(features, decision)
+        if advice is None:
+            return
+        self._latency.setdefault("llm_follow_up_ms", []).append(advice.latency_s * 1e3)
+        if advice.tokens_per_s > 0:
+            self._tokens_per_s.append(advice.tokens_per_s)
+        self._interventions.append(InterventionRecord(t + advice.latency_s, advice.level, advice.action,
+                                                      advice.source))
 
     def _window_record(self, t: float, features: FatigueFeatures) -> WindowRecord:
         level, _ = assess(features, self.config.intervention)
@@ -356,7 +390,7 @@ class Replay:
                      interventions=list(self._interventions), truth_events=truth_events,
                      detected_events=sorted(self._detected, key=lambda i: (i.start, i.kind)),
                      truth_levels=truth_levels, stage_latency_ms={k: v for k, v in self._latency.items() if v},
-                     stopped_at=stopped_at, series=self._series)
+                     llm_tokens_per_s=list(self._tokens_per_s), stopped_at=stopped_at, series=self._series)
 
     def _truth_intervals(self, duration: float) -> tuple[list[Interval], list[Interval]]:
         if self._truth.times:
@@ -384,9 +418,10 @@ class Replay:
 
 
 def replay_messages(name: str, messages: Iterable[tuple[str, int, Any]], config: ReplayConfig | None = None,
-                    labels: Labels | None = None, stopped_at: str | None = None) -> Trace:
+                    labels: Labels | None = None, stopped_at: str | None = None,
+                    advisor: Advisor | None = None) -> Trace:
     """A whole replay over ``(topic, stamp_ns, decoded message)`` in bag order."""
-    replay = Replay(name, config, labels)
+    replay = Replay(name, config, labels, advisor)
     for topic, stamp_ns, msg in messages:
         replay.feed(topic, stamp_ns, msg)
     return replay.trace(stopped_at)

@@ -260,6 +260,7 @@ class InterventionEngine:
             retrieved = parts.store.search(key, k) if k > 0 else []
         answer, generation, failure = self._generate(parts, features, rule, retrieved, on_message)
         self.last_failure = failure
+        self.last_generation = generation  # how it was produced (tokens/s for replay evaluation); None on failure
         if answer is None:
             decision = self._fallback(rule, failure, started)
         else:

@@ -167,6 +167,23 @@ def test_fleet_with_two_workers_merges_to_the_serial_metrics(tmp_path, drives):
 
 
 @pytest.mark.slow
+def test_llm_option_runs_the_advice_path_on_each_alert_and_reports_its_speed(tmp_path):
+    bag = _drive(tmp_path, "llm", seed=7, duration_s=60.0)
+    done = _cli("evaluate", str(bag), "--llm", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    issued = [iv for line in lines for iv in line.get("interventions", line.get("interventions_after_last_window",
+                                                                                 []))]
+    rules = [iv for iv in issued if iv["source"] == "rule" and iv["level"] >= 1]
+    follow_ups = [iv for iv in issued if iv["source"] in ("local_llm", "cloud")]
+    assert rules and len(follow_ups) <= len(rules)
+    assert follow_ups, issued  # the embedded SmolLM2 + adapter answered (a failure would fall back to "rule")
+    assert metrics["llm_tokens_per_s"] > 1.0
+    assert metrics["stage_latency_ms"]["llm_follow_up_ms"]["n"] == len(rules)
+
+
+@pytest.mark.slow
 def test_fleet_on_a_local_ray_cluster_merges_to_the_serial_metrics(tmp_path, drives):
     ray = pytest.importorskip("ray")
     evaluate([str(drives)], tmp_path / "serial", EvalOptions(), workers=1, show_progress=False)
