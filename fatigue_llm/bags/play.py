@@ -71,7 +71,7 @@ class BagClock:
         return self.bag0 + int((time.monotonic() - self.wall0) * self.rate * 1e9)
 
 
-def _publishers(node: Node, bag: BagReader, topics: set[str]) -> dict[str, Publisher]:
+def bag_publishers(node: Node, bag: BagReader, topics: set[str]) -> dict[str, Publisher]:
     publishers: dict[str, Publisher] = {}
     for info in bag.topics.values():
         if info.name not in topics:
@@ -122,7 +122,7 @@ def _sleep_until(wall: float, clock: BagClock, ticker: ClockPublisher, stop: Sto
     return False
 
 
-def _play_once(bag: BagReader, options: PlayOptions, publishers: dict[str, Publisher], ticker: ClockPublisher,
+def play_once(bag: BagReader, options: PlayOptions, publishers: dict[str, Publisher], ticker: ClockPublisher,
                stop: Stop, on_message: Callable[[], None]) -> None:
     start_ns = bag.start_ns + int(options.start_s * 1e9)
     messages = bag.messages(sorted(publishers), start_ns=start_ns)
@@ -138,7 +138,7 @@ def _play_once(bag: BagReader, options: PlayOptions, publishers: dict[str, Publi
     ticker.tick(clock)
 
 
-def _flush(publishers: dict[str, Publisher]) -> None:
+def flush_publishers(publishers: dict[str, Publisher]) -> None:
     for publisher in publishers.values():
         if publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE:
             publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
@@ -160,14 +160,14 @@ def play(options: PlayOptions) -> int:
             played += 1
 
         try:
-            publishers = _publishers(node, bag, topics)
+            publishers = bag_publishers(node, bag, topics)
             ticker = ClockPublisher(node, options.clock_hz)
             _wait_for_subscribers(publishers, options.wait_subscribers_s, stop)
             while not stop.requested:
-                _play_once(bag, options, publishers, ticker, stop, count)
+                play_once(bag, options, publishers, ticker, stop, count)
                 if not options.loop or bag.error is not None:
                     break
-            _flush(publishers)
+            flush_publishers(publishers)
         finally:
             node.destroy_node()
             rclpy.try_shutdown()

@@ -347,14 +347,14 @@ def _play(bag: Path, plan: BagPlan, rate: float, listener: Listener, launcher: A
         MATCH_SETTLE_S,
         ClockPublisher,
         PlayOptions,
-        _flush,
-        _play_once,
-        _publishers,
+        bag_publishers,
+        flush_publishers,
+        play_once,
     )
 
     stop = SimpleNamespace(requested=False)
     with open_bag(bag) as reader:
-        publishers = _publishers(listener.node, reader, set(plan.play_topics))
+        publishers = bag_publishers(listener.node, reader, set(plan.play_topics))
         ticker = ClockPublisher(listener.node, CLOCK_HZ)
         wanted = {name: listener.node.count_subscribers("/" + name.lstrip("/")) for name in publishers}
         wanted[CLOCK_TOPIC] = listener.node.count_subscribers(CLOCK_TOPIC)  # every node's TimeSource
@@ -376,8 +376,8 @@ def _play(bag: Path, plan: BagPlan, rate: float, listener: Listener, launcher: A
                 if any(not record.respawn for record in launcher.exits):
                     stop.requested = True  # a node died: no point playing on
 
-        _play_once(reader, PlayOptions(bag=bag, rate=rate), publishers, ticker, stop, count)
-        _flush(publishers)
+        play_once(reader, PlayOptions(bag=bag, rate=rate), publishers, ticker, stop, count)
+        flush_publishers(publishers)
         if not stop.requested:  # the bag's last moment on /clock, so the last period's window is due too
             seconds, nanos = divmod(plan.end_ns, 1_000_000_000)
             ticker.publisher.publish(Clock(clock=Time(sec=seconds, nanosec=nanos)))
