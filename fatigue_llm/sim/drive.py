@@ -303,7 +303,8 @@ def _lapse_events(samples: Sequence[VehicleSample], lapse: Sequence[bool]) -> li
 
 
 # --- command line ---------------------------------------------------------------------------------
-def _positive(text: str) -> float:
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -333,9 +334,9 @@ def _parser() -> argparse.ArgumentParser:
                     "with 'fatigue' and 'lapse' label columns.",
     )
     parser.add_argument("out", metavar="OUT.csv", help="CSV file to write")
-    parser.add_argument("--duration", type=_positive, default=600.0, metavar="S",
+    parser.add_argument("--duration", type=positive_number, default=600.0, metavar="S",
                         help=f"length of the drive in s (default 600, at most {MAX_DURATION_S:g})")
-    parser.add_argument("--rate", type=_positive, default=50.0, metavar="HZ",
+    parser.add_argument("--rate", type=positive_number, default=50.0, metavar="HZ",
                         help=f"sample rate in Hz (default 50, at most {MAX_RATE_HZ:g})")
     parser.add_argument("--fatigue", type=_fatigue_range, default=(0.0, 0.0), metavar="START:END",
                         help="fatigue level in [0, 1] at the start and end, linear in between; "

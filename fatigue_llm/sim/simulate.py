@@ -44,7 +44,7 @@ from fatigue_llm.bags.errors import BagError
 from fatigue_llm.perception.config import PerceptionConfig
 from fatigue_llm.perception.detectors import DriverStateDetectors, FaceMeasurement
 from fatigue_llm.perception.types import FrameObservation, VehicleSample
-from fatigue_llm.sim.drive import DriveSimError, simulate_drive
+from fatigue_llm.sim.drive import DriveSimError, positive_number, simulate_drive
 from fatigue_llm.sim.driver_video import (
     LID_CLOSE_S,
     LID_OPEN_S,
@@ -472,16 +472,6 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[tuple[float, fl
 
 
 # --------------------------------------------------------------------------------------- command line
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -506,7 +496,7 @@ def _parser() -> argparse.ArgumentParser:
     camera.add_argument("--camera", dest="camera", action="store_true",
                         help="render camera/image_raw even when the scenario has camera.enabled: false")
     parser.add_argument("--seed", type=_seed, metavar="N", help="random seed (default: the scenario's)")
-    parser.add_argument("--duration", type=_positive, metavar="S", help="length in s (default: the scenario's)")
+    parser.add_argument("--duration", type=positive_number, metavar="S", help="length in s (default: the scenario's)")
     parser.add_argument("--labels-csv", metavar="PATH", help="also write start_s,end_s,level truth level periods")
     parser.add_argument("--events-csv", metavar="PATH", help="also write start_s,end_s,event driver events")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
