@@ -58,6 +58,13 @@ VEHICLE_NODES: tuple[NodeSpec, ...] = (
         module="fatigue_llm.features.node",
         config="fatigue_llm.features.config:FeatureConfig",
     ),
+    # The cabin microphone in its own process (never slows the camera path): idle unless `source` is set.
+    NodeSpec(
+        name="audio",
+        executable="audio_node",
+        module="fatigue_llm.audio.node",
+        config="fatigue_llm.audio.config:AudioConfig",
+    ),
     NodeSpec(
         name="intervention",
         executable="intervention_node",

@@ -15,9 +15,10 @@ class FeatureConfig:
     min_window: float = 2.0           # s of data before features are published (NaN otherwise)
     hours_awake_at_start: float = -1.0  # h the driver was awake when the node started; < 0 = unknown
     steering_reversal_gap_deg: float = 2.0  # minimum steering-angle swing counted as a reversal
+    voice_window: float = 60.0        # s of driver/voice blocks averaged into voice_quality (NaN without speech)
 
     def validate(self) -> None:
-        for name in ("perclos_window", "vehicle_window", "publish_period", "min_window"):
+        for name in ("perclos_window", "vehicle_window", "publish_period", "min_window", "voice_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"parameter '{name}' must be > 0, got {getattr(self, name)}")
         if self.min_window > self.perclos_window:

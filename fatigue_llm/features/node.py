@@ -1,4 +1,4 @@
-"""Feature-processor node: DriverObservation + VehicleSignals -> windowed FatigueFeatures.
+"""Feature-processor node: DriverObservation + VehicleSignals (+ VoiceFeatures) -> windowed FatigueFeatures.
 
 Publishes every ``publish_period`` seconds, and at once when a microsleep arrives so the
 intervention node's safety path sees it without waiting for the next period.
@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import time
 
-from fatigue_msgs.msg import DriverObservation, FatigueFeatures, VehicleSignals
+from fatigue_msgs.msg import DriverObservation, FatigueFeatures, VehicleSignals, VoiceFeatures
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from fatigue_llm import topics
+from fatigue_llm.audio.config import VOICE_TOPIC
+from fatigue_llm.audio.messages import msg_to_voice
 from fatigue_llm.diagnostics import WARN, Counters, HealthReport, changes, summarize
 from fatigue_llm.features.config import FeatureConfig
 from fatigue_llm.features.window import FeatureWindow, FeatureWindowError
@@ -33,18 +35,21 @@ class FeatureProcessorNode(Node):
         self.config: FeatureConfig = declare_config(self, FeatureConfig)
         self.window = FeatureWindow(self.config)
         self.counters = Counters("observations_received", "vehicle_received", "observations_rejected",
-                                 "vehicle_rejected", "features_published")
+                                 "vehicle_rejected", "voice_received", "voice_rejected", "features_published")
         self._last_input = time.monotonic()  # from start, so a node that never gets input warns too
         self._last_counts = self.counters.snapshot()
         self._publisher = self.create_publisher(FatigueFeatures, topics.FATIGUE_FEATURES, RELIABLE)
         self.create_subscription(DriverObservation, topics.DRIVER_OBSERVATION, self._on_observation, RELIABLE)
         self.create_subscription(VehicleSignals, topics.VEHICLE_SIGNALS, self._on_vehicle, RELIABLE)
+        # one message per voice block (seconds apart), from the audio node's own process
+        self.create_subscription(VoiceFeatures, VOICE_TOPIC, self._on_voice, RELIABLE)
         self.create_timer(self.config.publish_period, self._publish_periodic)
         self.diagnostics = DiagnosticsPublisher(self, self.health)
 
     @property
     def rejected(self) -> int:
-        return self.counters.get("observations_rejected") + self.counters.get("vehicle_rejected")
+        return sum(self.counters.get(name) for name in ("observations_rejected", "vehicle_rejected",
+                                                        "voice_rejected"))
 
     def _on_observation(self, msg: DriverObservation) -> None:
         self._input_arrived("observations_received")
@@ -62,6 +67,13 @@ class FeatureProcessorNode(Node):
             self.window.add_vehicle(msg_to_vehicle(msg))
         except VehicleSignalError as error:
             self._reject("vehicle_rejected", f"vehicle signals: {error}")
+
+    def _on_voice(self, msg: VoiceFeatures) -> None:
+        self.counters.increment("voice_received")  # not an input that keeps the node from warning: it is optional
+        try:
+            self.window.add_voice(msg_to_voice(msg))
+        except (FeatureWindowError, ValueError) as error:
+            self._reject("voice_rejected", f"voice features: {error}")
 
     def _input_arrived(self, counter: str) -> None:
         self.counters.increment(counter)
@@ -88,7 +100,7 @@ class FeatureProcessorNode(Node):
         self._last_counts = counts
         idle_s = time.monotonic() - self._last_input
         problems = []
-        rejected = recent["observations_rejected"] + recent["vehicle_rejected"]
+        rejected = recent["observations_rejected"] + recent["vehicle_rejected"] + recent["voice_rejected"]
         if rejected:
             problems.append((WARN, f"{rejected} input messages rejected in the last period"))
         if idle_s > NO_INPUT_WARN_S:

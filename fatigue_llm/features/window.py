@@ -2,7 +2,9 @@
 
 All statistics are time-weighted from timestamps, so they do not depend on the camera
 frame rate. A frame's weight is the time to the next frame, capped so a stalled camera
-or a dropped stream does not stretch one frame over a long gap.
+or a dropped stream does not stretch one frame over a long gap. ``voice_quality`` is the
+speech-weighted mean of the voice node's scored blocks (fatigue_llm.audio) that end in the
+window: NaN when the driver has not spoken in it (or the voice baseline is still being learnt).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from fatigue_llm.audio.types import VoiceMeasure
 from fatigue_llm.features.config import FeatureConfig
 from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.perception.types import EventType, FrameObservation, VehicleSample
@@ -43,6 +46,8 @@ class FeatureWindow:
         self._events: deque[tuple[float, EventType, float]] = deque()  # (end time, type, duration)
         self._vehicle = VehicleWindow(config.vehicle_window, math.radians(config.steering_reversal_gap_deg),
                                       min_duration_s=config.min_window)
+        self._voice: deque[tuple[float, float, float]] = deque()  # (block end, speech s, voice_quality)
+        self._last_voice_s = -math.inf
         self._start_s = start_s
         self._latest_s = NAN
         self._microsleep_pending = False
@@ -86,6 +91,28 @@ class FeatureWindow:
         if not math.isfinite(self._latest_s) or sample.timestamp_s > self._latest_s:
             self._latest_s = sample.timestamp_s
 
+    def add_voice(self, measure: VoiceMeasure) -> None:
+        """Add one voice block (fatigue_msgs/VoiceFeatures). Blocks without a score (no speech, bad audio,
+        baseline still learnt) are kept out: they make voice_quality absent, never 0.
+
+        Raises FeatureWindowError for a non-finite or backwards timestamp, or a quality outside [0, 1].
+        """
+        t, quality = measure.timestamp_s, measure.voice_quality
+        if not math.isfinite(t):
+            raise FeatureWindowError(f"voice timestamp is not finite: {t}")
+        if t <= self._last_voice_s:
+            raise FeatureWindowError(f"voice timestamp {t:.3f} s is not after the previous one "
+                                     f"{self._last_voice_s:.3f} s")
+        if not math.isnan(quality) and not 0.0 <= quality <= 1.0:
+            raise FeatureWindowError(f"voice_quality {quality!r} is outside [0, 1]")
+        self._last_voice_s = t
+        if self._start_s is None:
+            self._start_s = t
+        if not math.isfinite(self._latest_s) or t > self._latest_s:
+            self._latest_s = t
+        if math.isfinite(quality) and measure.speech_duration > 0:
+            self._voice.append((t, measure.speech_duration, quality))
+
     @property
     def latest_s(self) -> float:
         return self._latest_s
@@ -96,6 +123,8 @@ class FeatureWindow:
             self._frames.popleft()
         while self._events and self._events[0][0] < horizon:
             self._events.popleft()
+        while self._voice and self._voice[0][0] < now_s - self.config.voice_window:
+            self._voice.popleft()
 
     # --- output ------------------------------------------------------------------------------
     def compute(self, now_s: float | None = None, trigger_event: bool = False) -> FatigueFeatures:
@@ -117,7 +146,7 @@ class FeatureWindow:
             eye_closure_ratio=eye["perclos"],
             blink_frequency=eye["blink_rate"],
             head_nod=eye["nod_rate"],
-            voice_quality=NAN,  # no voice source in the vehicle yet: absent, not guessed
+            voice_quality=self._voice_quality(),
             steering_reversal_rate=vehicle.steering_reversal_rate,
             speed_variance=vehicle.speed_variance,
             yaw_rate=vehicle.yaw_rate_std,
@@ -162,6 +191,13 @@ class FeatureWindow:
             "slow_blinks": counts[EventType.SLOW_BLINK],
             "yawns": counts[EventType.YAWN],
         }
+
+    def _voice_quality(self) -> float:
+        """Speech-weighted mean of the scored voice blocks in the window; NaN when there are none."""
+        speech = sum(duration for _, duration, _ in self._voice)
+        if speech <= 0:
+            return NAN
+        return sum(duration * quality for _, duration, quality in self._voice) / speech
 
     def _time_awake_h(self, now_s: float) -> float:
         if self.config.hours_awake_at_start < 0 or self._start_s is None or not math.isfinite(now_s):
