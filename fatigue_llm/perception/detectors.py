@@ -9,15 +9,18 @@ class for how).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fatigue_llm.config import ConfigError
+from fatigue_llm.perception.blinks import BlinkDetector, BlinkRecord
 from fatigue_llm.perception.config import PerceptionConfig
 from fatigue_llm.perception.types import DriverEvent, EventType
+from fatigue_llm.perception.yawns import YawnDetector
 
 NAN = math.nan
+_BLINK_KINDS = (EventType.BLINK, EventType.SLOW_BLINK)
 # Our choices (no literature value): enough samples for a stable median even from a slow camera, and time
 # constants well apart from the events they must not absorb.
 CALIBRATION_MIN_SAMPLES = 10    # face frames needed before a baseline is trusted (1 s at 10 fps)
@@ -107,6 +110,8 @@ class EyeState:
     closed_duration_s: float   # time since the current closure started, 0 when open
     events: tuple[DriverEvent, ...] = ()
     finished: EyeClosureRecord | None = None
+    blink: bool = False        # inside a blink dip (perception/blinks.py) that already qualifies
+    blink_finished: BlinkRecord | None = None  # a blink dip that ended at the previous frame
 
 
 class EyeStateDetector:
@@ -120,7 +125,12 @@ class EyeStateDetector:
     * MICROSLEEP is emitted once per closure at onset, on the first frame with closed time >=
       `microsleep_duration` (duration = closed time so far);
     * a frame without a face ends a closure: a blink in progress is dropped (its end is unknown), a
-      microsleep already reported is finished as interrupted.
+      microsleep already reported is finished as interrupted;
+    * blinks as dips below an adapting open-eye level (`BlinkDetector`, perception/blinks.py) give the
+      per-frame `blink` flag and `blink_finished` (first to last frame of the dip, as annotators mark a
+      blink). A dip without a closed run inside it (a slow camera caught the lid half-closed) is reported as
+      a BLINK when it ends (start = its first frame, duration = to its last frame); a dip with one takes the
+      closure's kind, whose event the closed-run rules above emit.
     """
 
     def __init__(self, config: PerceptionConfig) -> None:
@@ -134,9 +144,43 @@ class EyeStateDetector:
                                           config.fallback_ear_threshold)
         self._closed_since: float | None = None
         self._microsleep_reported = False
+        self.blinks = BlinkDetector(config.blink_baseline_window, config.blink_min_drop,
+                                    max_duration_s=config.blink_max_duration)
+        self._run_start: float | None = None             # start of the latest closed run
+        self._run_kind = EventType.BLINK                  # its kind once known
+        self._pending: tuple[DriverEvent, ...] = ()      # closed-run blink events waiting for their dip
 
     def update(self, t: float, ear: float | None) -> EyeState:
         """One frame at time `t` (s) with the mean EAR of both eyes, or None/NaN without a face."""
+        in_dip_before = self.blinks.in_dip
+        state = self._update_closure(t, ear)
+        dip = self.blinks.update(t, ear)
+        if state.finished is not None:
+            self._run_kind = state.finished.kind
+        if self._closed_since is not None and self._microsleep_reported:
+            self._run_kind = EventType.MICROSLEEP
+        finished = dip.finished
+        events = tuple(e for e in state.events if e.type not in _BLINK_KINDS)
+        # a closed run's BLINK / SLOW_BLINK waits for the end of its dip: if the dip turns out longer than a
+        # blink (eyes covered, a new level), it was no blink
+        self._pending += tuple(e for e in state.events if e.type in _BLINK_KINDS)
+        if finished is not None:
+            if self._run_start is not None and finished.start_s <= self._run_start <= finished.end_s:
+                finished = replace(finished, kind=self._run_kind)   # its closure reports the event
+                events += self._pending[:1]
+            else:
+                events += self._pending[:1] + (DriverEvent(EventType.BLINK, finished.start_s, finished.duration_s),)
+            self._pending = ()
+        elif self._pending and not self.blinks.in_dip:
+            if not _finite(ear) or (in_dip_before and self.blinks.last_dip_too_long):
+                self._pending = ()          # the face was lost, or the dip was no blink
+            else:                           # no dip around it (e.g. before the open level is known)
+                events += self._pending
+                self._pending = ()
+        in_blink = dip.in_blink and not self._microsleep_reported
+        return replace(state, events=events, blink=in_blink, blink_finished=finished)
+
+    def _update_closure(self, t: float, ear: float | None) -> EyeState:
         cal = self.calibration
         cal.update(t, ear)
         if not _finite(ear):
@@ -158,6 +202,7 @@ class EyeStateDetector:
     def _closed(self, t: float, closure: float) -> EyeState:
         if self._closed_since is None:
             self._closed_since = t
+            self._run_start, self._run_kind = t, EventType.BLINK
         closed_for = t - self._closed_since
         events: tuple[DriverEvent, ...] = ()
         if closed_for >= self.config.microsleep_duration and not self._microsleep_reported:
@@ -252,39 +297,8 @@ class NodDetector:
 
 
 # ------------------------------------------------------------------------------------------------ mouth
-class YawnDetector:
-    """YAWN: MAR above `threshold` for at least `min_duration_s`.
-
-    `yawning` is true from the moment the opening has lasted `min_duration_s` until the mouth closes; the
-    YAWN event is emitted when it closes (start, full duration, magnitude = peak MAR). Losing the face ends
-    an opening: a qualifying yawn is reported up to that frame. With `per_frame=True` (unrelated still
-    images) every frame above the threshold is a yawn on its own, with duration 0.
-    """
-
-    def __init__(self, threshold: float, min_duration_s: float, per_frame: bool = False) -> None:
-        self.threshold = threshold
-        self.min_duration = min_duration_s
-        self.per_frame = per_frame
-        self._open_since: float | None = None
-        self._peak = 0.0
-
-    def update(self, t: float, mar: float | None) -> tuple[bool, tuple[DriverEvent, ...]]:
-        """(yawning, events) for one frame; `mar` None/NaN without a face."""
-        is_open = _finite(mar) and mar > self.threshold  # type: ignore[operator]
-        if self.per_frame:
-            return (True, (DriverEvent(EventType.YAWN, t, 0.0, float(mar)),)) if is_open else (False, ())
-        if is_open:
-            if self._open_since is None:
-                self._open_since, self._peak = t, 0.0
-            self._peak = max(self._peak, float(mar))  # type: ignore[arg-type]
-            return t - self._open_since >= self.min_duration, ()
-        if self._open_since is None:
-            return False, ()
-        start, self._open_since = self._open_since, None
-        duration = t - start
-        if duration >= self.min_duration:
-            return False, (DriverEvent(EventType.YAWN, start, duration, self._peak),)
-        return False, ()
+# YawnDetector (inner-lip opening against the driver's resting mouth) lives in perception/yawns.py; it is
+# re-exported here for callers that import it from this module.
 
 
 # ------------------------------------------------------------------------------------------------- face
@@ -318,6 +332,7 @@ class FaceMeasurement:
     ear: float
     mar: float
     pitch: float  # rad, chin down positive
+    inner_lip: float = NAN  # inner-lip opening (geometry.inner_lip_opening); NaN: decide yawns on the MAR
 
 
 @dataclass(frozen=True)
@@ -333,14 +348,18 @@ class DriverStateDetectors:
     def __init__(self, config: PerceptionConfig, still_images: bool = False) -> None:
         self.eyes = EyeStateDetector(config)
         self.nods = NodDetector(math.radians(config.nod_pitch_threshold_deg), config.nod_max_duration)
-        self.yawns = YawnDetector(config.yawn_mar_threshold, config.yawn_min_duration, per_frame=still_images)
+        self.yawns = YawnDetector(config.yawn_mar_threshold, config.yawn_min_duration, per_frame=still_images,
+                                  opening_threshold=config.yawn_opening_threshold,
+                                  still_threshold=config.yawn_inner_threshold,
+                                  frame_hold_s=config.yawn_frame_hold)
         self.face_lost = FaceLostDetector(config.face_lost_duration)
 
     def update(self, t: float, face: FaceMeasurement | None) -> DriverState:
         """Advance every detector to time `t` (s); `face` None when no face was found."""
         eye = self.eyes.update(t, face.ear if face else None)
         mar = face.mar if face else None
-        yawning, yawn_events = self.yawns.update(t, mar)
+        inner = face.inner_lip if face and math.isfinite(face.inner_lip) else None
+        yawning, yawn_events = self.yawns.update(t, mar, inner)
         mouth_open = _finite(mar) and mar > self.yawns.threshold  # type: ignore[operator]
         nod_events = self.nods.update(t, face.pitch if face else None, freeze_baseline=mouth_open)
         lost_events = self.face_lost.update(t, face is not None)

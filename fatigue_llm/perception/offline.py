@@ -25,7 +25,7 @@ from fatigue_llm.perception.types import EventType, FrameObservation
 # Column names are an interface (tests and users read them): only ever append.
 FRAME_COLUMNS = ("frame", "timestamp_s", "face_found", "ear", "eyes_closed", "mar", "yawn", "pitch_deg",
                  "ear_left", "ear_right", "ear_threshold", "eye_closure", "closed_duration_s", "yaw_deg",
-                 "roll_deg", "tracking_confidence", "events")
+                 "roll_deg", "tracking_confidence", "events", "blink")
 BLINK_COLUMNS = ("start_frame", "end_frame", "duration_ms", "kind", "start_s")
 P80_CLOSURE = 0.8  # PERCLOS P80: lids cover >= 80 % of the eye (Wierwille et al. 1994; Dinges & Grace 1998)
 
@@ -50,7 +50,7 @@ def _frame_row(index: int, obs: FrameObservation) -> list[object]:
     return [index, f"{obs.timestamp_s:.6f}", int(obs.face_found), _fmt(obs.ear), int(obs.eyes_closed),
             _fmt(obs.mar), int(obs.yawning), _deg(obs.pitch_rad), _fmt(obs.ear_left), _fmt(obs.ear_right),
             _fmt(obs.ear_threshold), _fmt(obs.eye_closure, 3), _fmt(obs.closed_duration_s, 3),
-            _deg(obs.yaw_rad), _deg(obs.roll_rad), _fmt(obs.tracking_confidence, 3), events]
+            _deg(obs.yaw_rad), _deg(obs.roll_rad), _fmt(obs.tracking_confidence, 3), events, 0]
 
 
 def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -122,11 +122,15 @@ def perceive(input_path: str | Path, frames_csv: str | Path, blinks_csv: str | P
     """Run the perception pipeline over a video file or a folder of images and write the results.
 
     * FRAMES.csv: one row per input frame, FRAME_COLUMNS (eyes_closed, yawn, face_found as 0/1; values
-      that could not be measured are empty);
+      that could not be measured are empty). `eyes_closed` is PERCLOS's "lid >= 80 % closed"; `blink` is 1
+      on every frame of a detected blink or slow blink from the first frame the lid falls to the last frame
+      it is still rising (perception/blinks.py; decided when the blink ends, so a blink still in progress at
+      the end of the input is not marked; microsleeps are not blinks);
     * BLINKS.csv: one row per finished eye closure, BLINK_COLUMNS (kind BLINK, SLOW_BLINK or MICROSLEEP;
       end_frame is the last closed frame; a closure still open at the end of the input is not listed);
     * summary JSON (also returned): perclos (P80 over face frames), blink_rate_per_min and
-      mean_blink_duration_ms (blinks + slow blinks), microsleep/nod/yawn counts, frames, face_found_frames.
+      mean_blink_duration_ms (blinks + slow blinks), microsleep/nod/yawn counts, frames, face_found_frames,
+      and stopped_early: where a video stopped decoding before the frame count its container declares (or null).
 
     An image folder runs in still-image mode (every image detected on its own; yawns decided per image) at
     `config.folder_frame_rate`. Raises SourceError for a missing, empty or corrupt input (naming the file)
@@ -150,7 +154,12 @@ def perceive(input_path: str | Path, frames_csv: str | Path, blinks_csv: str | P
                 closures.append(_Closure(frame_of[finished.start_s], index - 1, finished))
             observations.append(obs)
             rows.append(_frame_row(index, obs))
-    summary = {"input": str(input_path), **summarize(observations, closures)}
+            blink = pipeline.last_blink   # ended at the previous frame: mark its frames
+            if blink is not None and blink.kind != EventType.MICROSLEEP:
+                for row in rows[frame_of[blink.start_s]:index]:
+                    row[-1] = 1
+    summary = {"input": str(input_path), **summarize(observations, closures),
+               "stopped_early": getattr(source, "stopped_early", None)}
     write_csv_atomic(frames_csv, FRAME_COLUMNS, rows)
     if blinks_csv is not None:
         write_csv_atomic(blinks_csv, BLINK_COLUMNS, [
@@ -162,7 +171,9 @@ def perceive(input_path: str | Path, frames_csv: str | Path, blinks_csv: str | P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`fatigue-llm perceive`: 0 on success, 2 on bad input or unwritable output (message names the file)."""
+    """`fatigue-llm perceive`: 0 on success, 1 when a video stopped decoding before its end (what was read is
+    written and the summary's ``stopped_early`` says where), 2 on bad input or unwritable output (message names
+    the file)."""
     parser = argparse.ArgumentParser(prog="fatigue-llm perceive",
                                      description="Run driver perception on a video file or an image folder.")
     parser.add_argument("input", help="video file, or folder of images (sorted by name)")
@@ -180,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
+    if summary["stopped_early"]:  # the frames up to the cut are written; the input was not whole
+        print(f"error: {summary['stopped_early']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from fatigue_llm.perception import geometry
+from fatigue_llm.perception.blinks import BlinkRecord
 from fatigue_llm.perception.config import PerceptionConfig
 from fatigue_llm.perception.detectors import DriverStateDetectors, EyeClosureRecord, FaceMeasurement
 from fatigue_llm.perception.landmarks import FaceLandmarks, FaceMeshDetector
@@ -84,6 +85,8 @@ class PerceptionPipeline:
         self._last_t: float | None = None
         self.last_closure: EyeClosureRecord | None = None
         """The eye closure (blink, slow blink, microsleep) that ended at the last processed frame, if any."""
+        self.last_blink: BlinkRecord | None = None
+        """The blink dip (first..last frame, perception/blinks.py) that ended at the previous frame, if any."""
 
     def _check_timestamp(self, timestamp_s: object) -> float:
         try:
@@ -111,6 +114,7 @@ class PerceptionPipeline:
         if face is None:
             state = self._detectors.update(t, None)
             self.last_closure = state.eye.finished
+            self.last_blink = state.eye.blink_finished
             return FrameObservation(t, False, ear_threshold=state.eye.ear_threshold,
                                     calibrated=state.eye.calibrated, events=state.events)
         ear_right, ear_left = geometry.eye_aspect_ratios(face.points)
@@ -122,15 +126,17 @@ class PerceptionPipeline:
         if pose is not None:
             pitch, yaw, roll = pose.pitch, pose.yaw, pose.roll
             confidence = rigidity_confidence(face, pose.reprojection_rms)
-        state = self._detectors.update(t, FaceMeasurement(ear, mar, pitch))
+        inner_lip = geometry.inner_lip_opening(face.points)
+        state = self._detectors.update(t, FaceMeasurement(ear, mar, pitch, inner_lip))
         self.last_closure = state.eye.finished
+        self.last_blink = state.eye.blink_finished
         eye = state.eye
         return FrameObservation(
             timestamp_s=t, face_found=True, tracking_confidence=confidence,
             ear_left=ear_left, ear_right=ear_right, ear=ear, ear_threshold=eye.ear_threshold,
             calibrated=eye.calibrated, eyes_closed=eye.eyes_closed, eye_closure=eye.eye_closure,
             closed_duration_s=eye.closed_duration_s, mar=mar, yawning=state.yawning,
-            pitch_rad=pitch, yaw_rad=yaw, roll_rad=roll, events=state.events,
+            pitch_rad=pitch, yaw_rad=yaw, roll_rad=roll, events=state.events, blink=eye.blink,
         )
 
     def close(self) -> None:

@@ -65,8 +65,11 @@ class VideoFileSource(_CaptureSource):
     gives none or a non-increasing one.
 
     Raises SourceError when the file is missing, cannot be opened as a video, or has no decodable frame.
-    A file that stops decoding part-way simply ends there (OpenCV cannot tell truncation from the end).
+    A file that stops decoding part-way ends there; ``stopped_early`` then says after which frame, against
+    the frame count the container declares (a cut or damaged file; OpenCV gives no reason of its own).
     """
+
+    COUNT_TOLERANCE = 2  # frames: containers round their declared count
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -77,6 +80,9 @@ class VideoFileSource(_CaptureSource):
             capture.release()
             raise SourceError(f"{path}: cannot open as a video (unsupported format or corrupt file)")
         super().__init__(capture, str(path))
+        declared = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.declared_frames = int(declared) if math.isfinite(declared) and declared > 0 else 0
+        self.frames_read = 0
         self._first = self._read()
         if self._first is None:
             self.close()
@@ -91,7 +97,16 @@ class VideoFileSource(_CaptureSource):
                 t = index / self.fps if index / self.fps > last_t else last_t + 1.0 / self.fps
             yield t, frame
             last_t, index = t, index + 1
+            self.frames_read = index
             frame = self._read()
+
+    @property
+    def stopped_early(self) -> str | None:
+        """Where decoding stopped before the declared end, or None (read to the end, or no count declared)."""
+        if not self.declared_frames or self.frames_read + self.COUNT_TOLERANCE >= self.declared_frames:
+            return None
+        return (f"{self.name}: decoding stopped after frame {self.frames_read - 1} ({self.frames_read} of the "
+                f"{self.declared_frames} frames the container declares): the file is cut short or damaged there")
 
 
 class WebcamSource(_CaptureSource):

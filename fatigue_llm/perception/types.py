@@ -49,6 +49,7 @@ class FrameObservation:
     yaw_rad: float = NAN
     roll_rad: float = NAN
     events: tuple[DriverEvent, ...] = field(default_factory=tuple)
+    blink: bool = False             # inside a detected blink (lid falling .. back up), decided online
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ lips and the 3-D shape of the face; every frame is then rendered from the base i
   down, with a dark lash line at the lid edge; `closure` 0 = open, 1 = lid on the lower lid;
 * yawn: the jaw (mesh points below the lips) rotates open about the jaw joint, the lips narrow, and the gap
   between the upper and lower teeth is painted as the dark mouth cavity;
+* talking: syllable-rate jaw motion (`Talk`, 4-6 Hz, openings 20-60 % of a full yawn's); smiling (`Smile`):
+  the mouth corners move out and up and the lips part slightly;
 * nod: the whole head (mesh plus points extrapolated over the hair) rotates about a neck pivot by `pitch`
   (positive = chin down); the image follows the mesh by a piecewise-linear warp (background pinned);
 * light per-pixel noise and a slow sinusoidal brightness drift.
@@ -26,6 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -58,6 +61,12 @@ LID_OPEN_S = 0.10         # s lid up-stroke
 JAW_MAX_DEG = 22.0        # jaw rotation at full yawn; MediaPipe stops following wider openings of this face
 LIP_NARROWING = 0.2       # lips move 20 % towards the mouth centre at full yawn (rounded yawning mouth)
 YAWN_RAMP_S = 0.6         # s to open / close the mouth
+# Talking and smiling (our choices): speech moves the jaw once per syllable, 4-6 syllables/s in running speech;
+# a smile pulls the mouth corners out and up (zygomaticus major) and parts the lips a little.
+SMILE_WIDEN = 0.22        # mouth corners move out by 22 % of the half mouth width at a full smile
+SMILE_LIFT = 0.18         # ... and up by 18 % of the half mouth width
+SMILE_LIPS_APART = 0.08   # jaw opening (yawn units) at a full smile: lips slightly apart
+SMILE_RAMP_S = 0.4        # s to reach / leave the full smile
 CAVITY_BGR = np.array([30.0, 25.0, 55.0], np.float32)
 LASH_BGR = np.array([35.0, 45.0, 70.0], np.float32)
 
@@ -87,11 +96,34 @@ class Yawn:
     start_s: float
     duration_s: float
     peak: float = 1.0   # mouth opening at the top of the yawn, 0..1
+    head_back_deg: float = 0.0  # the head tilts back (chin up) by this much at the top of the yawn
+
+
+@dataclass(frozen=True)
+class Talk:
+    """Speech: the jaw opens and closes once per syllable at ~`rate_hz`; each syllable's opening is drawn
+    from [`low`, `high`] (fractions of a full yawn's jaw opening), syllable lengths vary +-30 %."""
+
+    start_s: float
+    duration_s: float
+    rate_hz: float = 5.0
+    low: float = 0.2
+    high: float = 0.6
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Smile:
+    """A smile: corners out and up, lips slightly apart; raised-cosine ramps of SMILE_RAMP_S."""
+
+    start_s: float
+    duration_s: float
+    peak: float = 1.0   # smile strength at the top, 0..1
 
 
 @dataclass(frozen=True)
 class DriverScript:
-    """A timeline of eye closures, nods and yawns to render."""
+    """A timeline of eye closures, nods, yawns, talking and smiles to render."""
 
     duration_s: float = 20.0
     fps: float = 15.0
@@ -102,6 +134,8 @@ class DriverScript:
     drift: float = 0.08             # +-8 % brightness, like slow auto-exposure changes (our choice)
     drift_period_s: float = 12.0    # s, one sinusoid
     seed: int = 0
+    talks: tuple[Talk, ...] = ()
+    smiles: tuple[Smile, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.duration_s > 0 and self.fps > 0):
@@ -149,6 +183,50 @@ def mouth_opening(script: DriverScript, t: float) -> tuple[float, int]:
     return 0.0, -1
 
 
+@lru_cache(maxsize=64)
+def _syllables(talk: Talk) -> tuple[tuple[float, float, float], ...]:
+    """(start, end, opening) of each syllable of `talk`, deterministic in talk.seed."""
+    rng = np.random.default_rng(talk.seed)
+    out, t = [], talk.start_s
+    end = talk.start_s + talk.duration_s
+    while t < end:
+        length = rng.uniform(0.7, 1.3) / talk.rate_hz
+        out.append((t, min(t + length, end), float(rng.uniform(talk.low, talk.high))))
+        t += length
+    return tuple(out)
+
+
+def talk_opening(script: DriverScript, t: float) -> tuple[float, int]:
+    """(jaw opening 0..1 from speech, index of the Talk in progress or -1) at time t: one sin^2 pulse per
+    syllable (closed between syllables)."""
+    for i, talk in enumerate(script.talks):
+        if talk.start_s <= t <= talk.start_s + talk.duration_s:
+            for start, end, opening in _syllables(talk):
+                if start <= t <= end:
+                    return opening * math.sin(math.pi * (t - start) / (end - start)) ** 2, i
+            return 0.0, i
+    return 0.0, -1
+
+
+def smile_level(script: DriverScript, t: float) -> tuple[float, int]:
+    """(smile 0..1, index of the Smile in progress or -1) at time t."""
+    for i, smile in enumerate(script.smiles):
+        end = smile.start_s + smile.duration_s
+        if smile.start_s <= t <= end:
+            ramp = min(SMILE_RAMP_S, smile.duration_s / 2)
+            level = min(1.0, (t - smile.start_s) / ramp, (end - t) / ramp)
+            return smile.peak * 0.5 * (1.0 - math.cos(math.pi * level)), i
+    return 0.0, -1
+
+
+def yawn_head_tilt(script: DriverScript, t: float) -> float:
+    """Head tilt back (deg, positive = chin up) of the yawn in progress at time t, following its opening."""
+    opening, i = mouth_opening(script, t)
+    if i < 0 or script.yawns[i].peak <= 0:
+        return 0.0
+    return script.yawns[i].head_back_deg * opening / script.yawns[i].peak
+
+
 # ------------------------------------------------------------------------------------------ ground truth
 @dataclass(frozen=True)
 class FrameTruth:
@@ -164,10 +242,12 @@ class FrameTruth:
     nod: bool
     nod_id: int             # index into script.nods during the nod, else -1
     brightness: float       # multiplicative gain of the frame
+    talking: bool = False   # inside a Talk (mouth_open then includes the speech jaw motion)
+    smile: float = 0.0      # 0 .. 1
 
 
 TRUTH_COLUMNS = ("frame", "timestamp_s", "eyes_closed", "closure", "closure_id", "yawn", "mouth_open",
-                 "yawn_id", "nod", "pitch_deg", "nod_id", "brightness")
+                 "yawn_id", "nod", "pitch_deg", "nod_id", "brightness", "talking", "smile")
 
 
 @dataclass(frozen=True)
@@ -193,7 +273,7 @@ class GroundTruth:
         """Write one row per frame (TRUTH_COLUMNS) atomically; raises OSError if it cannot be written."""
         rows = [[f.frame, f"{f.timestamp_s:.6f}", int(f.eyes_closed), f"{f.closure:.4f}", f.closure_id,
                  int(f.yawn), f"{f.mouth_open:.4f}", f.yawn_id, int(f.nod), f"{f.pitch_deg:.3f}", f.nod_id,
-                 f"{f.brightness:.4f}"] for f in self.frames]
+                 f"{f.brightness:.4f}", int(f.talking), f"{f.smile:.4f}"] for f in self.frames]
         _atomic_write_rows(Path(path), TRUTH_COLUMNS, rows)
 
 
@@ -204,8 +284,14 @@ def frame_truth(script: DriverScript, frame: int) -> FrameTruth:
     pitch, nod_id = head_pitch(script, t)
     closed = closure >= P80 - 1e-9
     gain = 1.0 + script.drift * math.sin(2.0 * math.pi * t / script.drift_period_s)
-    return FrameTruth(frame, t, closure, closed, closure_id if closed else -1, opening, opening >= 0.5,
-                      yawn_id, pitch, nod_id >= 0, nod_id, gain)
+    yawn = opening >= 0.5           # only a Yawn is a yawn; talking and smiling open the jaw too
+    talk, talk_id = talk_opening(script, t) if script.talks else (0.0, -1)
+    smile, _ = smile_level(script, t) if script.smiles else (0.0, -1)
+    if script.yawns:
+        pitch -= yawn_head_tilt(script, t)
+    jaw = max(opening, talk, SMILE_LIPS_APART * smile)
+    return FrameTruth(frame, t, closure, closed, closure_id if closed else -1, jaw, yawn,
+                      yawn_id, pitch, nod_id >= 0, nod_id, gain, talk_id >= 0, smile)
 
 
 def _atomic_write_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -286,7 +372,7 @@ class FaceRenderer:
         self.mesh = face.points.astype(np.float64)
         self._eyes = tuple(self._eye(up, lo) for up, lo in _EYES)
         self._setup_head()
-        self._warp_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._warp_cache: dict[tuple[float, float, float], tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _eye(self, upper_idx: Sequence[int], lower_idx: Sequence[int]) -> _Eye:
@@ -322,6 +408,21 @@ class FaceRenderer:
         self._jaw_pivot = np.array([0.0, m[33, 1] + 0.1 * face_h, m[:, 2].mean() + 0.5 * face_h])
         self._neck_pivot = np.array([0.0, m[1, 1], m[:, 2].mean() + 0.5 * face_h])
         self._anchors = _anchor_points(m, self.base.shape[1], self.base.shape[0])
+        self._smile_shift = self._smile_field(face_h)
+
+    def _smile_field(self, face_h: float) -> np.ndarray:
+        """(N, 2) px shift of every point at a full smile: the mouth corners out by SMILE_WIDEN and up by
+        SMILE_LIFT of the half mouth width, the lips between them following (u = 0 at the centre, +-1 at
+        the corners), the cheeks beside the mouth following with a smooth fall-off."""
+        pts = self._points[:, :2]
+        half = self._mouth_half_width
+        u = (pts[:, 0] - self._mouth_centre[0]) / half
+        reach = np.where(np.abs(u) <= 1.0, 1.0, np.exp(-((np.abs(u) - 1.0) / 0.5) ** 2))
+        falloff = np.exp(-((pts[:, 1] - self._mouth_centre[1]) / (0.12 * face_h)) ** 2) * reach
+        shift = np.column_stack([SMILE_WIDEN * half * np.clip(u, -1, 1), -SMILE_LIFT * half * np.clip(u, -1, 1) ** 2])
+        shift *= falloff[:, None]
+        shift[len(self.mesh):self._upper_teeth[0]] = 0.0  # scalp
+        return shift
 
     def _mask(self, mesh_indices: Sequence[int], teeth: bool) -> np.ndarray:
         mask = np.zeros(len(self._points), bool)
@@ -348,9 +449,11 @@ class FaceRenderer:
         return np.where(beside, ramp, 1.0) * jaw
 
     # -- geometry ------------------------------------------------------------------------------------
-    def _moved_points(self, mouth: float, pitch_deg: float) -> np.ndarray:
+    def _moved_points(self, mouth: float, pitch_deg: float, smile: float = 0.0) -> np.ndarray:
         pts = self._points
         out = pts.copy()
+        if smile > 0:
+            out[:, :2] += self._smile_shift * smile
         if mouth > 0:
             jaw = _rotate_x(pts, self._jaw_pivot, math.radians(JAW_MAX_DEG * mouth))
             out += (jaw - pts) * self._jaw_weight[:, None]
@@ -364,13 +467,14 @@ class FaceRenderer:
             out = _rotate_x(out, self._neck_pivot, math.radians(pitch_deg))
         return out
 
-    def _warp(self, mouth: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _warp(self, mouth: float, pitch_deg: float, smile: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Backward maps (x, y) for cv2.remap and the mouth-cavity polygon (or None) of one pose."""
-        key = (round(mouth, 3), round(pitch_deg, 2))
+        key = (round(mouth, 3), round(pitch_deg, 2), round(smile, 3))
         cached = self._warp_cache.get(key)
         if cached is not None:
             return cached
-        moved = self._moved_points(mouth, pitch_deg)
+        moved = self._moved_points(mouth, pitch_deg, smile)
         keep = np.ones(len(moved), bool)
         if mouth <= 0:
             keep[self._lower_teeth] = False  # coincide with the upper teeth when the mouth is closed
@@ -411,16 +515,20 @@ class FaceRenderer:
             roi = roi * (1 - alpha) + LASH_BGR * alpha
         image[y0:y1, x0:x1] = np.clip(roi, 0, 255).astype(np.uint8)
 
-    def render(self, closure: float = 0.0, mouth: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
+    def render(self, closure: float = 0.0, mouth: float = 0.0, pitch_deg: float = 0.0,
+               smile: float = 0.0) -> np.ndarray:
         """A noise-free 640x480 BGR frame with the lids `closure` (0..1) closed, the mouth `mouth` (0..1)
-        open and the head pitched `pitch_deg` degrees chin-down."""
+        open, the head pitched `pitch_deg` degrees chin-down and a smile of `smile` (0..1; it parts the
+        lips by SMILE_LIPS_APART unless the mouth is open wider)."""
+        if smile > 0:
+            mouth = max(mouth, SMILE_LIPS_APART * min(smile, 1.0))
         image = self.base.copy()
         if closure > 0:
             for eye in self._eyes:
                 self._paint_eyelid(image, eye, min(closure, 1.0))
-        if mouth <= 0 and pitch_deg == 0:
+        if mouth <= 0 and pitch_deg == 0 and smile <= 0:
             return image
-        map_x, map_y, cavity = self._warp(min(mouth, 1.0), pitch_deg)
+        map_x, map_y, cavity = self._warp(min(mouth, 1.0), pitch_deg, min(max(smile, 0.0), 1.0))
         image = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if cavity is not None:
             mask = np.zeros(image.shape[:2], np.float32)
@@ -509,7 +617,7 @@ def render_video(script: DriverScript, path: str | Path, truth_csv: str | Path |
     try:
         for i in range(script.frame_count):
             truth = frame_truth(script, i)
-            image = renderer.render(truth.closure, truth.mouth_open, truth.pitch_deg)
+            image = renderer.render(truth.closure, truth.mouth_open, truth.pitch_deg, truth.smile)
             writer.write(_add_noise(image, truth.brightness, script.noise_sigma))
             frames.append(truth)
         writer.release()
@@ -576,5 +684,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DriverScript", "EyeClosure", "FaceRenderer", "FrameTruth", "GroundTruth", "HeadNod", "Yawn",
-           "make_sample_video", "render_video", "sample_script", "main"]
+__all__ = ["DriverScript", "EyeClosure", "FaceRenderer", "FrameTruth", "GroundTruth", "HeadNod", "Smile", "Talk",
+           "Yawn", "make_sample_video", "render_video", "sample_script", "main"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -141,3 +143,27 @@ def test_missing_required_option_is_a_usage_error(video: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main([str(video)])
     assert info.value.code == 2
+
+
+def test_a_video_cut_short_is_read_up_to_the_cut_and_says_where_it_stopped(tmp_path):
+    """Issue 11: a video cut in half used to give exit 0 and a summary that did not say the file ended early."""
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), 5 * i, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    for video, complete in ((whole, True), (cut, False)):
+        done = subprocess.run([sys.executable, "-m", "fatigue_llm.cli", "perceive", str(video), "--frames-csv",
+                               str(tmp_path / f"{video.stem}.csv")], capture_output=True, text=True, timeout=120)
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        if complete:
+            assert done.returncode == 0 and summary["stopped_early"] is None, done.stderr
+            continue
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "cut.avi: decoding stopped after frame" in summary["stopped_early"]
+        assert "of the 40 frames the container declares" in done.stderr
+        rows = (tmp_path / "cut.csv").read_text().splitlines()
+        assert 2 <= len(rows) - 1 < 40 and summary["frames"] == len(rows) - 1  # what was read is written
