@@ -35,6 +35,7 @@ def observation_to_msg(obs: FrameObservation, frame_id: str, stamp: Time | None 
     msg.eyes_closed = obs.eyes_closed
     msg.eye_closure = float(obs.eye_closure)
     msg.closed_duration = float(obs.closed_duration_s)
+    msg.blink = bool(obs.blink)
     msg.mar = float(obs.mar)
     msg.yawning = obs.yawning
     msg.head_pitch, msg.head_yaw, msg.head_roll = float(obs.pitch_rad), float(obs.yaw_rad), float(obs.roll_rad)
@@ -60,6 +61,7 @@ def msg_to_observation(msg: DriverObservation) -> FrameObservation:
         eyes_closed=msg.eyes_closed,
         eye_closure=msg.eye_closure,
         closed_duration_s=msg.closed_duration,
+        blink=msg.blink,
         mar=msg.mar,
         yawning=msg.yawning,
         pitch_rad=msg.head_pitch,
