@@ -321,8 +321,8 @@ class _Messages:
             ear_right=float(obs.ear_right), ear=float(obs.ear), ear_threshold=float(obs.ear_threshold),
             calibrated=obs.calibrated, eyes_closed=obs.eyes_closed, eye_closure=float(obs.eye_closure),
             closed_duration=float(obs.closed_duration_s), blink=bool(obs.blink), mar=float(obs.mar),
-            yawning=obs.yawning, head_pitch=float(obs.pitch_rad), head_yaw=float(obs.yaw_rad), head_roll=float(obs.roll_rad),
-            events=events)
+            yawning=obs.yawning, head_pitch=float(obs.pitch_rad), head_yaw=float(obs.yaw_rad),
+            head_roll=float(obs.roll_rad), events=events)
 
     def image(self, ns: int, frame: np.ndarray) -> Any:
         h, w = frame.shape[:2]
