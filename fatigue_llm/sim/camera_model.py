@@ -35,7 +35,6 @@ false alarm.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fatigue_llm.sim.driver_video import HEIGHT, WIDTH, FaceRenderer, base_face_image
+from fatigue_llm.sim.driver_video import HEIGHT, WIDTH, FaceRenderer, base_face_image, write_frames_atomic
 
 VISIBLE_CLOSURE = 0.1      # an annotator sees the lid moving from ~10 % of its travel (our choice)
 MIN_VISIBLE_DEPTH = 0.25   # a blink whose deepest frame shows less is invisible in the video (our choice)
@@ -433,20 +432,7 @@ def write_video(sim: CameraSimulator, path: str | Path) -> CameraTruth:
     """Write the simulated frames to an .mp4 (mp4v) at the camera's nominal fps; returns the truth.
 
     The container stores frame times as index / fps, so the camera's jitter is lost in the file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), sim.camera.fps, sim._size)
-    if not writer.isOpened():
-        raise OSError(f"{path}: cannot open a video writer")
-    try:
-        for _, frame in sim:
-            writer.write(frame)
-        writer.release()
-        os.replace(tmp, path)
-    finally:
-        writer.release()
-        if tmp.exists():
-            tmp.unlink()
+    write_frames_atomic(Path(path), sim.camera.fps, sim._size, (frame for _, frame in sim))
     return sim.truth()
 
 

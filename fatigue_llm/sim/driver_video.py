@@ -26,7 +26,7 @@ import csv
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -598,34 +598,47 @@ def _fourcc(path: Path) -> int:
     raise ValueError(f"{path}: unsupported video extension '{suffix}' (use .mp4 or .avi)")
 
 
-def render_video(script: DriverScript, path: str | Path, truth_csv: str | Path | None = None,
-                 renderer: FaceRenderer | None = None) -> GroundTruth:
-    """Render `script` to a video file (.mp4 mp4v or .avi MJPG) and return its per-frame ground truth.
-
-    Raises ValueError for an unsupported extension and OSError when the video cannot be written.
-    """
+def write_frames_atomic(path: str | Path, fps: float, size: tuple[int, int], frames: Iterable[np.ndarray]) -> None:
+    """Write ``frames`` (w x h = ``size``) to ``path`` (.mp4 mp4v or .avi MJPG) through a temporary file, so a
+    failed render never leaves a half video at ``path``. ValueError for another extension, OSError when the
+    video cannot be written."""
     path = Path(path)
     fourcc = _fourcc(path)
-    renderer = renderer or FaceRenderer()
-    cv2.setRNGSeed(script.seed)
-    h, w = renderer.base.shape[:2]
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), fourcc, script.fps, (w, h))
+    writer = cv2.VideoWriter(str(tmp), fourcc, fps, size)
     if not writer.isOpened():
         raise OSError(f"{path}: cannot open a video writer for this file")
-    frames = []
     try:
-        for i in range(script.frame_count):
-            truth = frame_truth(script, i)
-            image = renderer.render(truth.closure, truth.mouth_open, truth.pitch_deg, truth.smile)
-            writer.write(_add_noise(image, truth.brightness, script.noise_sigma))
-            frames.append(truth)
+        for frame in frames:
+            writer.write(frame)
         writer.release()
         os.replace(tmp, path)
     finally:
         writer.release()
         if tmp.exists():
             tmp.unlink()
+
+
+def render_video(script: DriverScript, path: str | Path, truth_csv: str | Path | None = None,
+                 renderer: FaceRenderer | None = None) -> GroundTruth:
+    """Render `script` to a video file (.mp4 mp4v or .avi MJPG) and return its per-frame ground truth.
+
+    Raises ValueError for an unsupported extension and OSError when the video cannot be written.
+    """
+    _fourcc(Path(path))  # an unsupported extension fails before anything renders
+    renderer = renderer or FaceRenderer()
+    cv2.setRNGSeed(script.seed)
+    h, w = renderer.base.shape[:2]
+    frames: list[FrameTruth] = []
+
+    def rendered() -> Iterator[np.ndarray]:
+        for i in range(script.frame_count):
+            truth = frame_truth(script, i)
+            frames.append(truth)
+            image = renderer.render(truth.closure, truth.mouth_open, truth.pitch_deg, truth.smile)
+            yield _add_noise(image, truth.brightness, script.noise_sigma)
+
+    write_frames_atomic(path, script.fps, (w, h), rendered())
     ground_truth = GroundTruth(script, tuple(frames))
     if truth_csv is not None:
         ground_truth.write_csv(truth_csv)
