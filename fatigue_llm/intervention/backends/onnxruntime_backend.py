@@ -35,6 +35,7 @@ from fatigue_llm.intervention.backends.base import (
 )
 from fatigue_llm.intervention.backends.structured import (
     StructuredDecoder,
+    allowed_tokens,
     decode_within,
     greedy_picker,
     sampling_picker,
@@ -46,7 +47,6 @@ MODEL_FILE = "model.onnx"
 MANIFEST = "onnx_manifest.json"
 REPORT = "verify.json"  # written by fatigue-llm export --onnx
 EVAL_CHUNK = 64  # prompt tokens evaluated per forward pass (between deadline checks)
-CANDIDATES = 64  # most likely tokens checked against a regex-constrained schema before scanning the vocabulary
 EXPORT_HINT = "write one with `fatigue-llm export RUN --onnx DIR`"
 
 
@@ -296,23 +296,11 @@ class OnnxRuntimeBackend(Backend):
     def _choose(self, logits: np.ndarray, text: str, pattern) -> int:
         """Next token: greedy (or sampled at temperature > 0) among the tokens the pattern allows."""
         order = np.argsort(-logits)
-        if pattern is None:
-            allowed = [int(t) for t in order[:CANDIDATES]]
-        else:
-            complete = pattern.fullmatch(text) is not None
-            allowed = []
-            for token in (int(t) for t in order):
-                if token in self._eos:
-                    ok = complete
-                else:
-                    ok = token not in self._special and bool(
-                        pattern.fullmatch(text + self._piece_text(token), partial=True))
-                if ok:
-                    allowed.append(token)
-                    if self.temperature <= 0 or len(allowed) >= CANDIDATES:
-                        break
-            if not allowed:
-                raise BackendError(f"no token continues the answer as valid JSON after {text[-40:]!r}")
+        try:
+            allowed = allowed_tokens(order, text, pattern, self._piece_text, self._eos, self._special,
+                                     first_only=self.temperature <= 0)
+        except ValueError as error:
+            raise BackendError(str(error)) from None
         if self.temperature <= 0:
             return allowed[0]
         values = logits[allowed].astype(np.float64) / self.temperature

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -327,3 +327,30 @@ def decode_within(decoder: StructuredDecoder, context: Context, branches: Sequen
         generation = None if partial is None else to_generation(partial, "timeout")
         raise GenerationTimeout(f"generation passed the {deadline.budget_s:.1f} s deadline", generation) from None
     return to_generation(result, result.finish_reason)
+
+
+CANDIDATES = 64  # most likely tokens checked against the answer pattern before scanning the whole vocabulary
+
+
+def allowed_tokens(order: Iterable[int], text: str, pattern, piece: Callable[[int], str], eos: Collection[int],
+                   special: Collection[int], first_only: bool) -> list[int]:
+    """The tokens, most likely first (``order``), that keep ``text`` a prefix of the answer ``pattern`` (a
+    ``regex`` pattern matched with ``partial=True``; an end-of-turn token only once the answer is complete):
+    the first one when ``first_only`` (greedy), else up to CANDIDATES to sample from. Without a pattern, the
+    first CANDIDATES. Raises ValueError when no token continues the answer (the caller's BackendError)."""
+    if pattern is None:
+        return [int(t) for _, t in zip(range(CANDIDATES), order, strict=False)]
+    complete = pattern.fullmatch(text) is not None
+    allowed: list[int] = []
+    for token in (int(t) for t in order):
+        if token in eos:
+            ok = complete
+        else:
+            ok = token not in special and bool(pattern.fullmatch(text + piece(token), partial=True))
+        if ok:
+            allowed.append(token)
+            if first_only or len(allowed) >= CANDIDATES:
+                break
+    if not allowed:
+        raise ValueError(f"no token continues the answer as valid JSON after {text[-40:]!r}")
+    return allowed

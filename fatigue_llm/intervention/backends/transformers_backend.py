@@ -30,11 +30,11 @@ from fatigue_llm.intervention.backends.base import (
     schema_regex,
     soft_prompt_slot,
 )
+from fatigue_llm.intervention.backends.structured import allowed_tokens
 from fatigue_llm.intervention.models import ModelError, ModelSource
 
 QUANTIZATIONS = ("none", "int8_dynamic", "bnb_8bit", "bnb_nf4")
 DTYPES = ("float32", "bfloat16")
-CANDIDATES = 64  # most likely tokens checked against the schema before scanning the whole vocabulary
 
 
 def _offline() -> None:
@@ -199,23 +199,11 @@ class TransformersBackend(Backend):
         import torch
 
         order = torch.argsort(logits, descending=True).tolist()
-        if pattern is None:
-            allowed = order[:CANDIDATES]
-        else:
-            complete = pattern.fullmatch(text) is not None
-            allowed = []
-            for token in order:
-                if token in self._eos:
-                    ok = complete
-                else:
-                    ok = token not in self._special and pattern.fullmatch(text + self._piece(token),
-                                                                          partial=True)
-                if ok:
-                    allowed.append(token)
-                    if self.temperature <= 0 or len(allowed) >= CANDIDATES:
-                        break
-            if not allowed:
-                raise BackendError(f"no token continues the answer as valid JSON after {text[-40:]!r}")
+        try:
+            allowed = allowed_tokens(order, text, pattern, self._piece, self._eos, self._special,
+                                     first_only=self.temperature <= 0)
+        except ValueError as error:
+            raise BackendError(str(error)) from None
         if self.temperature <= 0:
             return allowed[0]
         probs = torch.softmax(logits[allowed] / self.temperature, dim=-1)
