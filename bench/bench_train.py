@@ -7,7 +7,9 @@ step, training tokens/s (non-padding input tokens processed per second) and peak
 2. LoRA on the TinyLlama-1.1B shape (``configs/tinyllama_lora.yaml``: bfloat16 weights, r 16, all linear
    projections, gradient checkpointing);
 3. QLoRA on the TinyLlama shape (``configs/tinyllama_qlora.yaml``: the frozen base in bitsandbytes NF4 on
-   the CPU, bfloat16 compute, the same adapter);
+   the CPU, bfloat16 compute, the same adapter) twice: as shipped, from the NF4 checkpoint
+   ``fatigue-llm model quantize-nf4`` writes (cached beside the random model) with the bounded heap; and
+   from the float checkpoint quantized at load with glibc's default heap (``tinyllama_qlora_at_load``);
 4. full fine-tuning on the TinyLlama shape (``configs/tinyllama_full.yaml``: bfloat16 weights, gradients and
    AdamW state, gradient checkpointing), skipped with a note when /proc/meminfo MemAvailable is below its
    estimate (float32 would need ~18 GB for weights + gradients + AdamW alone).
@@ -27,7 +29,7 @@ training steps alone (VmHWM reset through /proc/self/clear_refs when training be
 
     .venv/bin/python bench/bench_train.py [--quick] [--steps 3] [--warmup 1] [--threads 2] [--set K=V ...]
 
---quick runs SmolLM2 LoRA and TinyLlama QLoRA only. Prints a markdown table and the JSON, and writes
+--quick runs SmolLM2 LoRA and TinyLlama QLoRA (NF4 checkpoint) only. Prints a markdown table and the JSON, and writes
 bench/results/train.json. The parent stops a run (and says so) when MemAvailable falls below 0.75 GiB.
 """
 
@@ -168,6 +170,7 @@ def measure(spec: dict) -> dict:
     import peft  # noqa: F401  (imported here so the baseline RSS includes the training stack)
     import transformers  # noqa: F401
 
+    from fatigue_llm.intervention.models import is_nf4_checkpoint
     from fatigue_llm.training import train as train_module
     from fatigue_llm.training.config import load_run_config
 
@@ -191,6 +194,8 @@ def measure(spec: dict) -> dict:
         "lora_r": config.lora.r if config.lora.enabled else None,
         "target_modules": list(config.lora.target_modules) if config.lora.enabled else None,
         "gradient_checkpointing": config.training.gradient_checkpointing, "data": summary["data"],
+        "bounded_heap": config.training.bounded_heap, "answer_logits": config.training.answer_logits,
+        "nf4_checkpoint": is_nf4_checkpoint(Path(config.resolve(config.model.path))) if config.model.path else False,
         "steps_total": len(probe.steps), "steps_timed": len(timed),
         "s_per_step": seconds / len(timed) if timed else None,
         "s_per_step_median": statistics.median(s["s"] for s in timed) if timed else None,
@@ -266,17 +271,23 @@ def _estimate_gib(key: str, dtype: str) -> float:
     """A generous RSS estimate for the free-memory check (full tuning: weights + gradients + 2 AdamW states)."""
     bytes_per = 4 if dtype == "float32" else 2
     return {"smollm2_lora": 2.0, "tinyllama_lora": 1.5 + TINYLLAMA_PARAMS * bytes_per * 1.5 / GIB,
-            "tinyllama_qlora": 5.0,
+            "tinyllama_qlora": 3.0, "tinyllama_qlora_at_load": 5.0,
             "tinyllama_full": 2.0 + TINYLLAMA_PARAMS * bytes_per * 4 / GIB}[key]
 
 
-def plan(hf_dir: Path, quick: bool) -> list[tuple[str, str, Path, str]]:
-    """(key, label, base run config, model path) of every configuration."""
+def plan(hf_dir: Path, nf4_dir: Path, quick: bool) -> list[tuple[str, str, Path, str, list[str]]]:
+    """(key, label, base run config, model path, run-config overrides) of every configuration."""
+    configs = REPO / "configs"
     runs = [
-        ("smollm2_lora", "SmolLM2-135M LoRA", REPO / "configs" / "smollm2_lora.yaml", ""),
-        ("tinyllama_lora", "TinyLlama-1.1B LoRA", REPO / "configs" / "tinyllama_lora.yaml", str(hf_dir)),
-        ("tinyllama_qlora", "TinyLlama-1.1B QLoRA (NF4)", REPO / "configs" / "tinyllama_qlora.yaml", str(hf_dir)),
-        ("tinyllama_full", "TinyLlama-1.1B full fine-tuning", REPO / "configs" / "tinyllama_full.yaml", str(hf_dir)),
+        ("smollm2_lora", "SmolLM2-135M LoRA", configs / "smollm2_lora.yaml", "", []),
+        ("tinyllama_lora", "TinyLlama-1.1B LoRA", configs / "tinyllama_lora.yaml", str(hf_dir), []),
+        # the QLoRA config before lean.py: the float checkpoint quantized at load, glibc's default heap
+        ("tinyllama_qlora_at_load", "TinyLlama-1.1B QLoRA, quantized at load", configs / "tinyllama_qlora.yaml",
+         str(hf_dir), ["training.bounded_heap=false"]),
+        # as shipped: the NF4 checkpoint of `fatigue-llm model quantize-nf4`, bounded heap
+        ("tinyllama_qlora", "TinyLlama-1.1B QLoRA (NF4 checkpoint)", configs / "tinyllama_qlora.yaml",
+         str(nf4_dir), []),
+        ("tinyllama_full", "TinyLlama-1.1B full fine-tuning", configs / "tinyllama_full.yaml", str(hf_dir), []),
     ]
     return [run for run in runs if not quick or run[0] in ("smollm2_lora", "tinyllama_qlora")]
 
@@ -301,10 +312,13 @@ def _override(overrides: list[str], key: str, default: str) -> str:
 
 
 def _describe(r: dict) -> str:
-    parts = [r["dtype"] + (" weights, NF4 base" if r["quantization"] == "nf4" else " weights")]
+    nf4 = " weights, NF4 base" + (" (NF4 checkpoint)" if r.get("nf4_checkpoint") else " (quantized at load)")
+    parts = [r["dtype"] + (nf4 if r["quantization"] == "nf4" else " weights")]
     parts.append(f"r {r['lora_r']}, {len(r['target_modules'])} modules" if r["lora"] else "all weights")
     if r["gradient_checkpointing"]:
         parts.append("grad. checkpointing")
+    if r.get("bounded_heap"):
+        parts.append("bounded heap")
     return ", ".join(parts)
 
 
@@ -353,6 +367,13 @@ def compare(results: list[dict]) -> tuple[dict, list[str]]:
                        f"(per token: {1 / numbers['qlora_lora_tok_s_ratio']:.2f}).")
     else:
         lines.append("QLoRA / LoRA ratios: n/a (needs both TinyLlama LoRA and QLoRA; --quick runs QLoRA only)")
+    at_load = ok.get("tinyllama_qlora_at_load")
+    if qlora and at_load:
+        numbers.update(qlora_checkpoint_at_load_memory_ratio=qlora["peak_rss_mib"] / at_load["peak_rss_mib"],
+                       qlora_checkpoint_at_load_step_ratio=qlora["s_per_step"] / at_load["s_per_step"])
+        lines.append(f"QLoRA from the NF4 checkpoint with a bounded heap / quantized at load with glibc's default "
+                     f"heap: peak RSS {numbers['qlora_checkpoint_at_load_memory_ratio']:.2f}, s/step "
+                     f"{numbers['qlora_checkpoint_at_load_step_ratio']:.2f}.")
     if qlora:
         process_gb, train_gb = _gb(qlora["peak_rss_mib"]), _gb(qlora["peak_rss_train_mib"] or 0.0)
         met = process_gb <= TARGET_QLORA_TRAIN_GB
@@ -375,14 +396,19 @@ def compare(results: list[dict]) -> tuple[dict, list[str]]:
     return numbers, lines
 
 
-def prepare_model(cache_dir: Path) -> Path:
-    hf_dir = cache_dir / "tinyllama-1.1b-random"
+def prepare_model(cache_dir: Path) -> tuple[Path, Path]:
+    """The random TinyLlama folder and its NF4 checkpoint (each written once into ``cache_dir``)."""
+    hf_dir, nf4_dir = cache_dir / "tinyllama-1.1b-random", cache_dir / "tinyllama-1.1b-random-nf4"
     if not (hf_dir / "model.safetensors").is_file():
         from fatigue_llm.intervention.models import make_random_llama
 
         print(f"[bench] writing a random TinyLlama-1.1B-shaped model to {hf_dir} ...", flush=True)
         make_random_llama(hf_dir, "tinyllama", seed=0)
-    return hf_dir
+    if not nf4_dir.is_dir():
+        print(f"[bench] quantizing it to NF4 in {nf4_dir} (fatigue-llm model quantize-nf4) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "fatigue_llm.cli", "model", "quantize-nf4", str(hf_dir),
+                        "--out", str(nf4_dir)], check=True, cwd=REPO)
+    return hf_dir, nf4_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,11 +429,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(spec["result"]).write_text(json.dumps(measure(spec)) + "\n")
         return 0
     started = time.perf_counter()
-    hf_dir = prepare_model(args.cache_dir)
+    hf_dir, nf4_dir = prepare_model(args.cache_dir)
     available_start = mem_available_gib()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        for key, label, base, model_path in plan(hf_dir, args.quick):
+        for key, label, base, model_path, overrides in plan(hf_dir, nf4_dir, args.quick):
             folder = Path(tmp) / key
             folder.mkdir()
             config = write_run_config(base, model_path, args.warmup + args.steps, folder)
@@ -420,14 +446,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"[bench] {label} ({args.warmup} + {args.steps} steps; MemAvailable {available:.1f} GiB) ...",
                       flush=True)
-                spec = {"config": str(config), "overrides": args.set, "warmup": args.warmup, "threads": args.threads}
+                spec = {"config": str(config), "overrides": overrides + args.set, "warmup": args.warmup,
+                        "threads": args.threads}
                 result = run_worker(spec, folder / "worker.log", args.timeout)
                 if "error" in result:
                     print(f"[bench] {label}: {result['error']}", flush=True)
             result.update(load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
                           mem_available_gib_before=round(available, 2), estimate_gib=round(need, 2))
             results.append({"key": key, "label": label, "base_config": str(base.relative_to(REPO)),
-                            "result": result})
+                            "overrides": overrides, "result": result})
     table = markdown(results)
     numbers, lines = compare(results)
     report = {

@@ -16,7 +16,7 @@ DELEGATED = {
     "simulate-drive": ("fatigue_llm.sim.drive", "simulate labelled vehicle signals -> CSV"),
     "simulate": ("fatigue_llm.sim.simulate", "simulate a labelled drive from a scenario YAML -> rosbag2 bag"),
     "intervene": ("fatigue_llm.intervention.cli", "one intervention for a features JSON file"),
-    "model": ("fatigue_llm.intervention.convert", "convert / verify / verify-attention on-device models"),
+    "model": ("fatigue_llm.intervention.convert", "convert / verify / verify-attention / quantize-nf4 models"),
     "train": ("fatigue_llm.training.train", "fine-tune the on-device LLM (LoRA / full) from a run config"),
     "export": ("fatigue_llm.training.export", "merge a run's LoRA adapter and export it as a verified GGUF"),
     "generate-data": ("fatigue_llm.training.generate", "generate a synthetic intervention cases CSV"),

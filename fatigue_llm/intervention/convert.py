@@ -433,7 +433,7 @@ def verify_attention(hf_dir: str | Path, prompts=VERIFY_PROMPTS, new_tokens: int
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fatigue-llm model",
-                                     description="convert / verify on-device models")
+                                     description="convert / verify / quantize on-device models")
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="HF Llama folder -> GGUF (our writer + llama.cpp quantization)")
     conv.add_argument("hf_dir", help="Hugging Face Llama folder (config.json, *.safetensors, tokenizer)")
@@ -452,6 +452,11 @@ def _parser() -> argparse.ArgumentParser:
     att.add_argument("--new-tokens", type=int, default=16, help="greedy tokens decoded with the KV cache")
     att.add_argument("--threads", type=int, default=2)
     att.add_argument("--json", action="store_true", help="print the report as JSON")
+    nf4 = sub.add_parser("quantize-nf4", help="HF folder -> the same model saved in bitsandbytes NF4: a QLoRA base "
+                                          "that loads without reading the float weights")
+    nf4.add_argument("hf_dir", help="Hugging Face Llama folder with float weights")
+    nf4.add_argument("--out", required=True, help="output folder (must not exist)")
+    nf4.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="compute dtype")
     rand = sub.add_parser("random", help="write a random-weight Llama (TinyLlama shape) for benchmarks")
     rand.add_argument("out_dir")
     rand.add_argument("--shape", choices=("tinyllama", "tiny"), default="tinyllama")
@@ -496,6 +501,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'identical' if report['greedy_identical'] else 'DIFFER'} on {report['prompts']} prompts "
                       f"({'pass' if report['passed'] else 'FAIL'}, limit {report['max_allowed_diff']:g})")
             return 0 if report["passed"] else 1
+        if args.command == "quantize-nf4":
+            from fatigue_llm.training.lean import save_nf4
+
+            hf_dir = Path(args.hf_dir)
+            if not hf_dir.is_dir():
+                raise ConvertError(f"{hf_dir}: no such folder")
+            out = save_nf4(hf_dir, Path(args.out), args.dtype)
+            size = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**20
+            print(f"wrote {out} (NF4, {size:.1f} MiB of weights; train on it with model.quantization: nf4)")
+            return 0
         out = make_random_llama(args.out_dir, args.shape, args.seed)
         print(f"wrote random {args.shape} Llama to {out}")
         return 0

@@ -92,6 +92,18 @@ def is_gguf(path: Path) -> bool:
         return False
 
 
+def is_nf4_checkpoint(folder: Path) -> bool:
+    """True when ``folder`` holds a model saved already quantized by bitsandbytes in 4 bits."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        quant = json.loads(config.read_text()).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return False
+    return quant.get("quant_method") == "bitsandbytes" and bool(quant.get("load_in_4bit"))
+
+
 def resolve_model(model_path: str | Path | None) -> ModelSource:
     """Resolve a ``model_path`` parameter: "" / None is the embedded SmolLM2 GGUF.
 

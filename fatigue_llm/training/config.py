@@ -62,6 +62,10 @@ class TrainingSection:
     frozen_prefix: bool = False     # run the fixed prompt prefix (system turn) once per batch without gradient,
                                     # shared by its examples: several times faster on a CPU; the adapter acts
                                     # on the prefix in the forward but learns only through the later positions
+    answer_logits: bool = True      # vocabulary logits at the answer positions only (where the loss is): the
+                                    # same loss in less memory and time (lean.answer_logits_trainer)
+    bounded_heap: bool = False      # glibc returns freed large blocks to the kernel at once: a lower peak RSS
+                                    # for a small speed cost (lean.bound_heap; what the QLoRA config uses)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def model_inputs(model, inputs: dict, projector: FeatureProjector | None, frozen
         n = int(prefix[0])
         if bool((prefix == n).all()) and bool((ids[:, :n] == ids[:1, :n]).all()) and n > 0:
             with torch.no_grad():
-                cache = model(input_ids=ids[:1, :n], use_cache=True).past_key_values
+                cache = model(input_ids=ids[:1, :n], use_cache=True, logits_to_keep=1).past_key_values
             cache.batch_repeat_interleave(ids.shape[0])
             inputs["past_key_values"] = cache
             inputs["use_cache"] = True

@@ -151,10 +151,12 @@ def _metrics_callback(path: Path):
 def build_model(config: RunConfig):
     """(model, tokenizer): the base model with a trainable LoRA adapter (or all weights for full tuning)."""
     from fatigue_llm.intervention.backends.transformers_backend import load_model
-    from fatigue_llm.intervention.models import resolve_model
+    from fatigue_llm.intervention.models import ModelError, is_nf4_checkpoint, resolve_model
 
     source = resolve_model(config.model.path)
     qlora = config.model.quantization == "nf4"
+    if source.kind == "hf" and not qlora and is_nf4_checkpoint(source.path):
+        raise ModelError(f"{source.path} is an NF4 checkpoint: set model.quantization: nf4 (QLoRA) to train on it")
     model, tokenizer = load_model(source, quantization="bnb_nf4" if qlora else "none", dtype=config.model.dtype)
     if source.kind == "gguf":
         _forget_gguf_quantization(model)
@@ -165,11 +167,10 @@ def build_model(config: RunConfig):
     if config.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        if qlora:  # norms in float32, inputs that require grad: what training a 4-bit base needs
-            from peft import prepare_model_for_kbit_training
+        if qlora:  # frozen, in its own dtype (no float32 upcast), inputs that require grad
+            from fatigue_llm.training.lean import prepare_4bit_base
 
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=config.training.gradient_checkpointing)
+            model = prepare_4bit_base(model)
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
@@ -223,6 +224,10 @@ def train(config: RunConfig, resume: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     from transformers import set_seed
 
+    if config.training.bounded_heap:  # before the model's memory is allocated
+        from fatigue_llm.training.lean import bound_heap
+
+        bound_heap()
     set_seed(config.training.seed)  # before the adapter's random init: the same seed, the same run
     model, tokenizer = build_model(config)
     projector = None
@@ -247,13 +252,19 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         load_best_model_at_end=evaluate and t.early_stopping_patience > 0, metric_for_best_model="eval_loss",
         greater_is_better=False, seed=t.seed, data_seed=t.seed, full_determinism=t.deterministic,
         report_to=_report_to(config, out), run_name=out.name,
-        gradient_checkpointing=t.gradient_checkpointing, use_cpu=not _cuda(), bf16=config.model.dtype == "bfloat16",
-        remove_unused_columns=False, dataloader_num_workers=0,
+        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_cpu=not _cuda(), bf16=config.model.dtype == "bfloat16",
+        remove_unused_columns=False, dataloader_num_workers=0, prediction_loss_only=True,
     )
     callbacks = [_metrics_callback(out / "metrics.jsonl")]
     if evaluate and t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer_class = _trainer_class(weights, t.seed)
+    loss_func = None
+    if t.answer_logits:
+        from fatigue_llm.training import lean
+
+        trainer_class, loss_func = lean.answer_logits_trainer(trainer_class), lean.answer_loss
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if projector is not None or t.frozen_prefix:
         trainer_class = softprompt.prompt_trainer(trainer_class, projector, config.projector.learning_rate,
@@ -263,7 +274,7 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         callbacks.append(softprompt.checkpoint_callback(projector))
     trainer = trainer_class(model=model, args=args, train_dataset=ListDataset(train_items),
                       eval_dataset=ListDataset(val_items) if evaluate else None,
-                      data_collator=collate,
+                      data_collator=collate, compute_loss_func=loss_func,
                       callbacks=callbacks)
     checkpoint = _last_checkpoint(out) if resume else None
     if projector is not None and checkpoint is not None:  # the adapter, optimizer and RNG come from Trainer

@@ -31,7 +31,7 @@ from fatigue_llm.intervention.backends.base import (
     soft_prompt_slot,
 )
 from fatigue_llm.intervention.backends.structured import allowed_tokens
-from fatigue_llm.intervention.models import ModelError, ModelSource
+from fatigue_llm.intervention.models import ModelError, ModelSource, is_nf4_checkpoint
 
 QUANTIZATIONS = ("none", "int8_dynamic", "bnb_8bit", "bnb_nf4")
 DTYPES = ("float32", "bfloat16")
@@ -63,7 +63,8 @@ def load_model(source: ModelSource, quantization: str = "none", dtype: str = "fl
     torch_dtype = getattr(torch, dtype)
     kwargs: dict = {"attn_implementation": "sdpa", "dtype": torch_dtype, "local_files_only": True}
     if quantization.startswith("bnb_"):
-        kwargs["quantization_config"] = _bnb_config(quantization, torch_dtype)
+        if not (quantization == "bnb_nf4" and source.kind == "hf" and is_nf4_checkpoint(source.path)):
+            kwargs["quantization_config"] = _bnb_config(quantization, torch_dtype)  # else: saved quantized
         kwargs["device_map"] = "cpu"
     if source.kind == "gguf":
         folder, where = source.path.parent, {"gguf_file": source.path.name}
