@@ -153,6 +153,34 @@ def _gguf_tokenizer_fields(path: Path) -> dict:
     }
 
 
+# llama.cpp pre-tokenizers (GGUF ``tokenizer.ggml.pre``) that split digits one by one before GPT-2's byte-level
+# regex. transformers' GGUF loader keeps only the byte-level step, so " 42" after two spaces or a newline
+# would tokenize differently from what llama.cpp evaluates.
+DIGIT_SPLITTING_PRE_TOKENIZERS = ("smollm",)
+
+
+def _digits_then_byte_level():
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+
+
+def match_gguf_pre_tokenizer(tokenizer, gguf: Path) -> bool:
+    """Give a transformers tokenizer loaded from ``gguf`` the digit split llama.cpp applies for that file's
+    pre-tokenizer; True when it was changed."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    name = field.contents() if field is not None and hasattr(field, "contents") else ""
+    if name not in DIGIT_SPLITTING_PRE_TOKENIZERS:
+        return False
+    tokenizer.backend_tokenizer.pre_tokenizer = _digits_then_byte_level()
+    return True
+
+
 def build_bpe_tokenizer(vocab_size: int, source_gguf: Path | None = None):
     """A byte-level BPE tokenizer (``PreTrainedTokenizerFast``) of exactly ``vocab_size`` tokens.
 
@@ -162,7 +190,7 @@ def build_bpe_tokenizer(vocab_size: int, source_gguf: Path | None = None):
     Raises ModelError when the source has fewer tokens than asked.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a hub
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     info = _gguf_tokenizer_fields(source_gguf or embedded_model_path())
@@ -177,10 +205,7 @@ def build_bpe_tokenizer(vocab_size: int, source_gguf: Path | None = None):
             merges.append((left, right))
     special = [tok for tok, kind in zip(tokens[:vocab_size], info["token_type"], strict=False) if kind == 3]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tokenizer.pre_tokenizer = _digits_then_byte_level()
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(special)
     return PreTrainedTokenizerFast(

@@ -112,6 +112,29 @@ def smollm2(tmp_path_factory):
     engine.close()
 
 
+def test_transformers_tokenizes_digits_and_spaces_as_llama_cpp():
+    """transformers' GGUF loader drops SmolLM2's digit split (llama.cpp's "smollm" pre-tokenizer); load_model
+    puts it back, so text with digits after spaces or newlines gives llama.cpp's tokens."""
+    import random
+
+    import llama_cpp
+
+    from fatigue_llm.intervention.backends.transformers_backend import load_model
+    from fatigue_llm.intervention.models import resolve_model
+
+    source = resolve_model("")
+    _, tokenizer = load_model(source)
+    vocab = llama_cpp.Llama(str(source.path), vocab_only=True, verbose=False)
+    pieces = ["a", "Now", "PERCLOS", "0.22", "17", "2026-12-01", "120", "km/h", " ", "  ", "\n", "\n ", ",", ":",
+              "(", "%", "3.5", "blinks/min", "x7", "'s"]
+    generator = random.Random(0)
+    texts = ["a  42", "x 7\n 8", "time awake  17 h"] + [
+        "".join(generator.choice(pieces) for _ in range(generator.randint(1, 12))) for _ in range(300)]
+    for text in texts:
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == vocab.tokenize(
+            text.encode(), add_bos=False, special=False), repr(text)
+
+
 @pytest.mark.slow
 def test_training_prompt_tokens_equal_the_engine_prompt_tokens(smollm2):
     from fatigue_llm.intervention.config import InterventionConfig

@@ -31,7 +31,7 @@ from fatigue_llm.intervention.backends.base import (
     soft_prompt_slot,
 )
 from fatigue_llm.intervention.backends.structured import allowed_tokens
-from fatigue_llm.intervention.models import ModelError, ModelSource, is_nf4_checkpoint
+from fatigue_llm.intervention.models import ModelError, ModelSource, is_nf4_checkpoint, match_gguf_pre_tokenizer
 
 QUANTIZATIONS = ("none", "int8_dynamic", "bnb_8bit", "bnb_nf4")
 DTYPES = ("float32", "bfloat16")
@@ -72,6 +72,8 @@ def load_model(source: ModelSource, quantization: str = "none", dtype: str = "fl
         folder, where = source.path, {"use_safetensors": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **where)
+        if source.kind == "gguf":
+            match_gguf_pre_tokenizer(tokenizer, source.path)
         model = AutoModelForCausalLM.from_pretrained(str(folder), **where, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as error:
         raise ModelError(f"transformers could not load {source.path}: {error}") from None
