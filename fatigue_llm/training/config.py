@@ -136,6 +136,11 @@ class RunConfig:
             (self.training.scheduler in SCHEDULERS,
              f"training.scheduler must be one of {SCHEDULERS}, got {self.training.scheduler!r}"),
             (self.training.max_length >= 64, f"training.max_length must be >= 64, got {self.training.max_length}"),
+            # checkpointed layers drop a passed KV cache (transformers' GradientCheckpointingLayer): the rows
+            # would train without the frozen prefix in their context
+            (not (self.training.frozen_prefix and self.training.gradient_checkpointing),
+             "training.frozen_prefix and training.gradient_checkpointing cannot both be true (checkpointed "
+             "layers drop the prefix's KV cache)"),
             (self.lora.r >= 1, f"lora.r must be >= 1, got {self.lora.r}"),
             (0 <= self.lora.dropout < 1, f"lora.dropout must be in [0, 1), got {self.lora.dropout}"),
             (1 <= self.projector.n_tokens <= 64,

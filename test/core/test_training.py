@@ -52,6 +52,8 @@ def test_shipped_config_loads_and_set_overrides_a_key():
     ("training: {learning_rate: -1}\ndata: {train: x.csv}\n", r"training.learning_rate must be > 0, got -1"),
     ("model: [1, 2]\n", "section 'model' must be a mapping"),
     ("training: {\n", "not valid YAML"),
+    ("training: {frozen_prefix: true, gradient_checkpointing: true}\ndata: {train: x.csv}\n",
+     "training.frozen_prefix and training.gradient_checkpointing cannot both be true"),
 ])
 def test_bad_run_configs_name_file_key_and_value(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected) as error:
