@@ -17,6 +17,9 @@ same held-out generated cases (another seed), no retrieved cases (as in training
   embedding batch) on ``--cases`` cases;
 - transformers backend (reference: the peft adapter, the soft prompt as inputs_embeds) on ``--reference-cases``.
 
+Then, on llama.cpp, each case is shown another case's features with its own rule decision (``shift_features``):
+the accuracy lost is what each model took from the features, for the soft prompt from its virtual tokens alone.
+
 Per model: level / action accuracy against the labels, prompt tokens evaluated per request (prompt tokens +
 virtual ones - the cached system prefix), prompt-eval time p50 (llama.cpp: the evaluation of those tokens
 alone, timed separately from the same context state), time to the first decision token p50 and the total
@@ -128,7 +131,10 @@ def _prompt_eval_s(engine, features, rule) -> float:
     return seconds
 
 
-def evaluate(label: str, llm, cases: list, prompt_timing: bool) -> dict:
+def evaluate(label: str, llm, cases: list, prompt_timing: bool, shift_features: int = 0) -> dict:
+    """The engine's answers to ``cases``. ``shift_features`` > 0 shows each case the features of the case that
+    many places on (its own rule decision stays): what the answers lose then is what they took from the
+    features (for the soft prompt: from its virtual tokens alone)."""
     from fatigue_llm.intervention.config import InterventionConfig
     from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
 
@@ -149,12 +155,13 @@ def evaluate(label: str, llm, cases: list, prompt_timing: bool) -> dict:
 
             backend.generate = recording
             soft = engine._parts.projector is not None  # noqa: SLF001
-            for case in cases:
+            for index, case in enumerate(cases):
                 rule = rule_decision_for(case.features, rules)
-                prompt_s = _prompt_eval_s(engine, case.features, rule) if prompt_timing else float("nan")
+                shown = cases[(index + shift_features) % len(cases)].features
+                prompt_s = _prompt_eval_s(engine, shown, rule) if prompt_timing else float("nan")
                 generations.clear()
                 started = time.perf_counter()
-                decision = engine.advise(case.features, rule)
+                decision = engine.advise(shown, rule)
                 latency = time.perf_counter() - started
                 generation = generations[-1] if generations else None
                 rows.append({
@@ -202,6 +209,14 @@ def compare(text: dict, soft: dict) -> dict:
     }
 
 
+def feature_use(results: dict) -> dict:
+    """Per prompt: llama.cpp accuracy with the case's own features minus with another case's (same rule)."""
+    own, other = results["llamacpp"], results["llamacpp, features of another case"]
+    return {variant: {"level": own[variant]["level_accuracy"] - other[variant]["level_accuracy"],
+                      "action": own[variant]["action_accuracy"] - other[variant]["action_accuracy"]}
+            for variant in own}
+
+
 def verdict(ratios: dict) -> dict:
     accurate = min(ratios["level_accuracy_ratio"], ratios["action_accuracy_ratio"]) >= GOAL_ACCURACY
     return {"accuracy_goal_met": accurate,
@@ -231,6 +246,9 @@ def table(report: dict) -> str:
                      f"{ratios['action_accuracy_ratio']:.2f}; text/soft tokens evaluated "
                      f"{ratios['evaluated_tokens_ratio']:.1f}x, prompt eval {ratios['prompt_eval_speedup']:.2f}x, "
                      f"first decision token {ratios['ttft_speedup']:.2f}x, latency {ratios['latency_speedup']:.2f}x")
+    for variant, drop in report.get("feature_use", {}).items():
+        lines.append(f"{variant}: accuracy lost with another case's features (llama.cpp): level {drop['level']:+.2f}, "
+                     f"action {drop['action']:+.2f}")
     lines.append(f"goal (llama.cpp): {report['goal']}")
     return "\n".join(lines)
 
@@ -272,13 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         results["transformers"][variant] = evaluate(variant, reference, cases[:args.reference_cases],
                                                     prompt_timing=False)
         print(f"[bench] transformers {variant} done", flush=True)
+    shuffled = results["llamacpp, features of another case"] = {}
+    for variant in ("text", "soft"):  # the ablation: does the model use the features at all?
+        llama = LlmConfig(backend="llamacpp", lora_path=ggufs[variant], retrieval_k=0, generation_deadline=120.0,
+                          n_threads=args.threads, prefix_tokens=n_tokens)
+        shuffled[variant] = evaluate(variant, llama, cases, prompt_timing=False, shift_features=len(cases) // 2)
     for pair in results.values():
         assert not pair["text"]["soft_prompt"] and pair["soft"]["soft_prompt"], "soft prompt on/off as intended"
     ratios = {backend: compare(pair["text"], pair["soft"]) for backend, pair in results.items()}
     report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "load_avg": os.getloadavg()},
               "args": {k: str(v) for k, v in vars(args).items()}, "training": training, "results": results,
-              "ratios": ratios, "goal": verdict(ratios["llamacpp"]), "time": time.time()}
+              "ratios": ratios, "goal": verdict(ratios["llamacpp"]), "feature_use": feature_use(results),
+              "time": time.time()}
     print(table(report))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2, default=str) + "\n")

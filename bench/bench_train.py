@@ -113,6 +113,14 @@ class _Probe:
         if labels is not None:
             self.labelled += int((labels != -100).sum())
 
+    def counting_loss(self, loss_func):
+        """``training.answer_logits``: the labels go to the loss function, not the model."""
+        def loss(outputs, labels, num_items_in_batch=None):
+            if outputs.logits.requires_grad:  # training, not evaluation
+                self.labelled += int((labels != -100).sum())
+            return loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        return loss
+
 
 def _probed_factory(original, probe: _Probe):
     """The pipeline's metrics-callback factory, its callback extended with the probe's timing."""
@@ -171,12 +179,14 @@ def measure(spec: dict) -> dict:
     import transformers  # noqa: F401
 
     from fatigue_llm.intervention.models import is_nf4_checkpoint
+    from fatigue_llm.training import lean
     from fatigue_llm.training import train as train_module
     from fatigue_llm.training.config import load_run_config
 
     baseline_kib = _status_kib("VmRSS")
     probe = _Probe()
     train_module._metrics_callback = _probed_factory(train_module._metrics_callback, probe)
+    lean.answer_loss = probe.counting_loss(lean.answer_loss)
     config = load_run_config(spec["config"], spec["overrides"])
     train_start = time.perf_counter()
     summary = train_module.train(config)
