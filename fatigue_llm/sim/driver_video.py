@@ -172,15 +172,21 @@ def head_pitch(script: DriverScript, t: float) -> tuple[float, int]:
     return 0.0, -1
 
 
+def _ramped(episodes, ramp_s: float, t: float) -> tuple[float, int]:
+    """(level, index of the episode in progress or -1) at time t for episodes with start_s, duration_s and
+    peak: raised-cosine ramps of ``ramp_s`` (at most half the episode) up to the peak and back."""
+    for i, episode in enumerate(episodes):
+        end = episode.start_s + episode.duration_s
+        if episode.start_s <= t <= end:
+            ramp = min(ramp_s, episode.duration_s / 2)
+            level = min(1.0, (t - episode.start_s) / ramp, (end - t) / ramp)
+            return episode.peak * 0.5 * (1.0 - math.cos(math.pi * level)), i
+    return 0.0, -1
+
+
 def mouth_opening(script: DriverScript, t: float) -> tuple[float, int]:
     """(mouth opening 0..1, index of the Yawn in progress or -1) at time t."""
-    for i, yawn in enumerate(script.yawns):
-        end = yawn.start_s + yawn.duration_s
-        if yawn.start_s <= t <= end:
-            ramp = min(YAWN_RAMP_S, yawn.duration_s / 2)
-            level = min(1.0, (t - yawn.start_s) / ramp, (end - t) / ramp)
-            return yawn.peak * 0.5 * (1.0 - math.cos(math.pi * level)), i
-    return 0.0, -1
+    return _ramped(script.yawns, YAWN_RAMP_S, t)
 
 
 @lru_cache(maxsize=64)
@@ -210,13 +216,7 @@ def talk_opening(script: DriverScript, t: float) -> tuple[float, int]:
 
 def smile_level(script: DriverScript, t: float) -> tuple[float, int]:
     """(smile 0..1, index of the Smile in progress or -1) at time t."""
-    for i, smile in enumerate(script.smiles):
-        end = smile.start_s + smile.duration_s
-        if smile.start_s <= t <= end:
-            ramp = min(SMILE_RAMP_S, smile.duration_s / 2)
-            level = min(1.0, (t - smile.start_s) / ramp, (end - t) / ramp)
-            return smile.peak * 0.5 * (1.0 - math.cos(math.pi * level)), i
-    return 0.0, -1
+    return _ramped(script.smiles, SMILE_RAMP_S, t)
 
 
 def yawn_head_tilt(script: DriverScript, t: float) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -19,6 +18,7 @@ from fatigue_llm.perception.blinks import BlinkDetector
 from fatigue_llm.perception.config import PerceptionConfig
 from fatigue_llm.perception.detectors import EyeStateDetector
 from fatigue_llm.perception.pipeline import PerceptionPipeline
+from fatigue_llm.perception.sources import VideoFileSource
 from fatigue_llm.perception.types import EventType
 from fatigue_llm.sim.camera_model import (
     GRID_DIR,
@@ -279,14 +279,8 @@ def test_lost_face_and_covered_eyes_on_video_make_no_blink(faces: dict[str, Face
 
 
 def _grid_blinks(clip: Path, step: int) -> int:
-    cap = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    with VideoFileSource(clip) as source:
+        frames = [frame for _, frame in source]
     count = 0
     with PerceptionPipeline(PerceptionConfig(calibration_duration=1.0)) as pipeline:
         for i in range(0, len(frames), step):

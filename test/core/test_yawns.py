@@ -290,15 +290,8 @@ def grid_clips() -> list[Path]:
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    with VideoFileSource(path) as source:
+        return [frame for _, frame in source]
 
 
 @pytest.mark.slow
