@@ -25,6 +25,7 @@ from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.policy import AlertPolicy
 from fatigue_llm.intervention.types import InterventionDecision, Level
+from fatigue_llm.ros.action import SpinSafeActionClient
 from fatigue_llm.ros.convert import decision_to_msg, features_to_msg, msg_to_features_checked
 from fatigue_llm.ros.diagnostics import DiagnosticsPublisher
 from fatigue_llm.ros.params import declare_config
@@ -67,7 +68,7 @@ class InterventionNode(LifecycleNode):
         self.policy = AlertPolicy(self.config)
         self._publisher = self.create_lifecycle_publisher(Intervention, topics.INTERVENTION, RELIABLE)
         if self.config.llm_enabled:
-            self._client = ActionClient(self, Advise, topics.ADVISE_ACTION)
+            self._client = SpinSafeActionClient(self, Advise, topics.ADVISE_ACTION)
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
