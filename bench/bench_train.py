@@ -205,6 +205,7 @@ def measure(spec: dict) -> dict:
         "target_modules": list(config.lora.target_modules) if config.lora.enabled else None,
         "gradient_checkpointing": config.training.gradient_checkpointing, "data": summary["data"],
         "bounded_heap": config.training.bounded_heap, "answer_logits": config.training.answer_logits,
+        "optimizer": config.training.optimizer,
         "nf4_checkpoint": is_nf4_checkpoint(Path(config.resolve(config.model.path))) if config.model.path else False,
         "steps_total": len(probe.steps), "steps_timed": len(timed),
         "s_per_step": seconds / len(timed) if timed else None,
@@ -291,9 +292,13 @@ def plan(hf_dir: Path, nf4_dir: Path, quick: bool) -> list[tuple[str, str, Path,
     runs = [
         ("smollm2_lora", "SmolLM2-135M LoRA", configs / "smollm2_lora.yaml", "", []),
         ("tinyllama_lora", "TinyLlama-1.1B LoRA", configs / "tinyllama_lora.yaml", str(hf_dir), []),
-        # the QLoRA config before lean.py: the float checkpoint quantized at load, glibc's default heap
+        # the QLoRA config before lean.py: the float checkpoint quantized at load, glibc's default heap,
+        # float32 AdamW moments
         ("tinyllama_qlora_at_load", "TinyLlama-1.1B QLoRA, quantized at load", configs / "tinyllama_qlora.yaml",
-         str(hf_dir), ["training.bounded_heap=false"]),
+         str(hf_dir), ["training.bounded_heap=false", "training.optimizer=adamw"]),
+        # as shipped but with float32 AdamW moments: what the 8-bit optimizer saves
+        ("tinyllama_qlora_adamw", "TinyLlama-1.1B QLoRA (NF4 checkpoint), float32 AdamW",
+         configs / "tinyllama_qlora.yaml", str(nf4_dir), ["training.optimizer=adamw"]),
         # as shipped: the NF4 checkpoint of `fatigue-llm model quantize-nf4`, bounded heap
         ("tinyllama_qlora", "TinyLlama-1.1B QLoRA (NF4 checkpoint)", configs / "tinyllama_qlora.yaml",
          str(nf4_dir), []),
@@ -329,6 +334,8 @@ def _describe(r: dict) -> str:
         parts.append("grad. checkpointing")
     if r.get("bounded_heap"):
         parts.append("bounded heap")
+    if r.get("optimizer") == "adamw_8bit":
+        parts.append("8-bit AdamW")
     return ", ".join(parts)
 
 
@@ -381,9 +388,16 @@ def compare(results: list[dict]) -> tuple[dict, list[str]]:
     if qlora and at_load:
         numbers.update(qlora_checkpoint_at_load_memory_ratio=qlora["peak_rss_mib"] / at_load["peak_rss_mib"],
                        qlora_checkpoint_at_load_step_ratio=qlora["s_per_step"] / at_load["s_per_step"])
-        lines.append(f"QLoRA from the NF4 checkpoint with a bounded heap / quantized at load with glibc's default "
-                     f"heap: peak RSS {numbers['qlora_checkpoint_at_load_memory_ratio']:.2f}, s/step "
-                     f"{numbers['qlora_checkpoint_at_load_step_ratio']:.2f}.")
+        lines.append(f"QLoRA as shipped (NF4 checkpoint, bounded heap, 8-bit AdamW) / quantized at load with "
+                     f"glibc's default heap and float32 AdamW: peak RSS "
+                     f"{numbers['qlora_checkpoint_at_load_memory_ratio']:.2f}, "
+                     f"s/step {numbers['qlora_checkpoint_at_load_step_ratio']:.2f}.")
+    adamw = ok.get("tinyllama_qlora_adamw")
+    if qlora and adamw:
+        numbers.update(qlora_8bit_adamw_saved_mib=adamw["peak_rss_mib"] - qlora["peak_rss_mib"],
+                       qlora_8bit_adamw_step_ratio=qlora["s_per_step"] / adamw["s_per_step"])
+        lines.append(f"8-bit / float32 AdamW moments: {numbers['qlora_8bit_adamw_saved_mib']:.0f} MiB less peak RSS, "
+                     f"s/step {numbers['qlora_8bit_adamw_step_ratio']:.2f}.")
     if qlora:
         process_gb, train_gb = _gb(qlora["peak_rss_mib"]), _gb(qlora["peak_rss_train_mib"] or 0.0)
         met = process_gb <= TARGET_QLORA_TRAIN_GB
@@ -408,7 +422,8 @@ def compare(results: list[dict]) -> tuple[dict, list[str]]:
 
 def prepare_model(cache_dir: Path) -> tuple[Path, Path]:
     """The random TinyLlama folder and its NF4 checkpoint (each written once into ``cache_dir``)."""
-    hf_dir, nf4_dir = cache_dir / "tinyllama-1.1b-random", cache_dir / "tinyllama-1.1b-random-nf4"
+    # "-dq": double-quantized block scales (what quantize-nf4 writes since they are; the older folder is not used)
+    hf_dir, nf4_dir = cache_dir / "tinyllama-1.1b-random", cache_dir / "tinyllama-1.1b-random-nf4-dq"
     if not (hf_dir / "model.safetensors").is_file():
         from fatigue_llm.intervention.models import make_random_llama
 

@@ -27,6 +27,7 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
 BALANCE = ("none", "sample")
+OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit"}  # ours -> transformers' ``optim``
 WANDB_MODES = ("none", "offline")  # never online from here: a run's metrics stay on this machine
 
 
@@ -66,6 +67,8 @@ class TrainingSection:
                                     # same loss in less memory and time (lean.answer_logits_trainer)
     bounded_heap: bool = False      # glibc returns freed large blocks to the kernel at once: a lower peak RSS
                                     # for a small speed cost (lean.bound_heap; what the QLoRA config uses)
+    optimizer: str = "adamw"        # adamw (float32 moments) | adamw_8bit (bitsandbytes' blockwise 8-bit
+                                    # moments, as QLoRA trains: a quarter of the optimizer state)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ class RunConfig:
              f"training.gradient_accumulation must be >= 1, got {self.training.gradient_accumulation}"),
             (0 <= self.training.warmup_ratio < 1, f"training.warmup_ratio must be in [0, 1), got "
                                                   f"{self.training.warmup_ratio}"),
+            (self.training.optimizer in OPTIMIZERS,
+             f"training.optimizer must be one of {tuple(OPTIMIZERS)}, got {self.training.optimizer!r}"),
             (self.training.scheduler in SCHEDULERS,
              f"training.scheduler must be one of {SCHEDULERS}, got {self.training.scheduler!r}"),
             (self.training.max_length >= 64, f"training.max_length must be >= 64, got {self.training.max_length}"),

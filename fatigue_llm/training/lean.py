@@ -54,9 +54,20 @@ def bound_heap(threshold: int = HEAP_THRESHOLD_BYTES, arenas: int = HEAP_ARENAS)
 def prepare_4bit_base(model):
     """A bitsandbytes 4-bit model made ready for an adapter: every base weight frozen and kept in its dtype,
     and inputs to the first layer that require grad, so checkpointed layers (Trainer's
-    ``gradient_checkpointing``) pass gradients on to the adapter. Returns ``model``."""
+    ``gradient_checkpointing``) pass gradients on to the adapter. Returns ``model``.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the first time the
+    layer runs in eval mode without grad (Trainer's evaluation), for good; that kernel has no backward, so
+    every training step after the first evaluation would pass no correct gradient through the frozen base
+    (torch only warns), and the repacked weights are new memory beside the mapped checkpoint. Training
+    models keep bitsandbytes' differentiable path."""
+    from bitsandbytes.nn import Linear4bit
+
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
     model.enable_input_require_grads()
     return model
 

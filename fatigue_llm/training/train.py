@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from fatigue_llm.config import ConfigError
-from fatigue_llm.training.config import RunConfig, load_run_config
+from fatigue_llm.training.config import OPTIMIZERS, RunConfig, load_run_config
 from fatigue_llm.training.data import (
     IGNORE_INDEX,
     DataError,
@@ -246,6 +246,7 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         output_dir=str(out), max_steps=t.max_steps, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation, learning_rate=t.learning_rate,
+        optim=OPTIMIZERS[t.optimizer],
         lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,  # < 1: a ratio
         logging_steps=t.logging_steps, eval_strategy="steps" if evaluate else "no", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,

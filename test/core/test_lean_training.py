@@ -168,6 +168,7 @@ def test_nf4_checkpoint_loads_in_4bit_and_trains_an_adapter(tmp_path, tiny_llama
     fresh, _ = load_model(resolve_model(str(tiny_llama)), quantization="bnb_nf4", dtype="bfloat16")
     layer = saved.model.layers[0].self_attn.q_proj
     assert type(layer).__name__ == "Linear4bit" and layer.weight.quant_type == "nf4"
+    assert layer.weight.quant_state.nested  # double quantization: the block scales are 8-bit themselves
     ids = torch.arange(3, 19).unsqueeze(0)
     with torch.no_grad():  # the same 4-bit model as quantizing at load
         torch.testing.assert_close(saved(input_ids=ids).logits, fresh(input_ids=ids).logits)
@@ -187,6 +188,33 @@ def test_nf4_checkpoint_loads_in_4bit_and_trains_an_adapter(tmp_path, tiny_llama
     assert "is an NF4 checkpoint: set model.quantization: nf4" in refused.stderr and "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
+def test_8bit_adamw_trains_the_adapter_with_8bit_moments_and_resumes_exactly(tmp_path, tiny_llama):
+    """QLoRA's optimizer: bitsandbytes' blockwise 8-bit AdamW moments (for tensors of 4096+ elements, hence
+    r 64 on the tiny model), saved in the checkpoint and restored on resume."""
+    import torch
+
+    extra = ", save_total_limit: 3, optimizer: adamw_8bit"
+    for name in ("straight", "resumed"):
+        (tmp_path / name).mkdir()
+        config = _write_run(tmp_path / name, tiny_llama, "run", extra, quantization="nf4", dtype="bfloat16")
+        config.write_text(config.read_text().replace("max_steps: 3, save_steps: 3", "max_steps: 4, save_steps: 2")
+                          .replace("r: 8, alpha: 16", "r: 64, alpha: 64"))
+        stop_early = ("--set", "training.max_steps=2") if name == "resumed" else ()
+        done = _train(config, *stop_early)
+        assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "resumed" / "run" / "checkpoint-2" / "optimizer.pt", weights_only=True)["state"]
+    packed = [entry["__bnb_optimizer_quant_state__"] for entry in state.values()]  # how bitsandbytes saves it
+    moments = [t for entry in packed for key, t in entry.items() if key in ("state1", "state2")]
+    large = [t for t in moments if t.numel() >= 4096]  # smaller ones (k/v lora_B here) stay float32
+    assert len(large) >= 0.75 * len(moments) and all(t.dtype == torch.uint8 for t in large)
+    done = _train(tmp_path / "resumed" / "run.yaml", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    straight, resumed = (_step_losses(tmp_path / n / "run") for n in ("straight", "resumed"))
+    assert len(straight) == 4 and straight[0] > straight[-1]
+    assert resumed[-2:] == pytest.approx(straight[-2:], rel=1e-5)  # steps 3 and 4 after the resume
+
+
 def test_the_4bit_base_keeps_its_dtype_and_trains_only_the_adapter(tmp_path, tiny_llama):
     """peft's prepare_model_for_kbit_training would make embeddings and lm_head float32 (+0.5 GB on
     TinyLlama); ours keeps the bfloat16 they were loaded in."""
@@ -202,3 +230,41 @@ def test_the_4bit_base_keeps_its_dtype_and_trains_only_the_adapter(tmp_path, tin
     assert base.lm_head.weight.dtype == torch.bfloat16
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_4bit_training_gradients_are_the_same_after_an_evaluation(tmp_path, tiny_llama):
+    """bitsandbytes repacks 4-bit weights for a kernel without backward the first time a layer runs in eval
+    mode on an AVX512-BF16 CPU (as Trainer's evaluation does); the training model must keep the path that
+    passes gradients through the frozen base."""
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    from fatigue_llm.training.config import load_run_config
+    from fatigue_llm.training.train import build_model
+
+    config = load_run_config(_write_run(tmp_path, tiny_llama, "eval", quantization="nf4", dtype="bfloat16"))
+    model, _ = build_model(config)
+    for name, parameter in model.named_parameters():  # lora_B starts at zero: no gradient reaches layer 0's A
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.02)
+    ids, mask, labels = _batch(model.config.vocab_size)
+
+    def adapter_grads():
+        model.train()
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    before = adapter_grads()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, attention_mask=mask)
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    assert layers and not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    after = adapter_grads()
+    first = next(n for n in before if "layers.0." in n and "lora_A" in n)
+    assert before[first].abs().sum() > 0  # the gradient reached the first layer through the frozen base
+    for name in before:
+        torch.testing.assert_close(after[name], before[name])

@@ -54,6 +54,8 @@ def test_shipped_config_loads_and_set_overrides_a_key():
     ("training: {\n", "not valid YAML"),
     ("training: {frozen_prefix: true, gradient_checkpointing: true}\ndata: {train: x.csv}\n",
      "training.frozen_prefix and training.gradient_checkpointing cannot both be true"),
+    ("training: {optimizer: sgd}\ndata: {train: x.csv}\n",
+     r"training.optimizer must be one of \('adamw', 'adamw_8bit'\), got 'sgd'"),
 ])
 def test_bad_run_configs_name_file_key_and_value(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected) as error:
