@@ -7,9 +7,10 @@ step, training tokens/s (non-padding input tokens processed per second) and peak
 2. LoRA on the TinyLlama-1.1B shape (``configs/tinyllama_lora.yaml``: bfloat16 weights, r 16, all linear
    projections, gradient checkpointing);
 3. QLoRA on the TinyLlama shape (``configs/tinyllama_qlora.yaml``: the frozen base in bitsandbytes NF4 on
-   the CPU, bfloat16 compute, the same adapter) twice: as shipped, from the NF4 checkpoint
-   ``fatigue-llm model quantize-nf4`` writes (cached beside the random model) with the bounded heap; and
-   from the float checkpoint quantized at load with glibc's default heap (``tinyllama_qlora_at_load``);
+   the CPU, bfloat16 compute, the same adapter) three times: as shipped, from the NF4 checkpoint
+   ``fatigue-llm model quantize-nf4`` writes (cached beside the random model) with the bounded heap and 8-bit
+   AdamW; the same with float32 AdamW (``tinyllama_qlora_adamw``); and from the float checkpoint quantized
+   at load with glibc's default heap and float32 AdamW (``tinyllama_qlora_at_load``);
 4. full fine-tuning on the TinyLlama shape (``configs/tinyllama_full.yaml``: bfloat16 weights, gradients and
    AdamW state, gradient checkpointing), skipped with a note when /proc/meminfo MemAvailable is below its
    estimate (float32 would need ~18 GB for weights + gradients + AdamW alone).
@@ -282,7 +283,7 @@ def _estimate_gib(key: str, dtype: str) -> float:
     """A generous RSS estimate for the free-memory check (full tuning: weights + gradients + 2 AdamW states)."""
     bytes_per = 4 if dtype == "float32" else 2
     return {"smollm2_lora": 2.0, "tinyllama_lora": 1.5 + TINYLLAMA_PARAMS * bytes_per * 1.5 / GIB,
-            "tinyllama_qlora": 3.0, "tinyllama_qlora_at_load": 5.0,
+            "tinyllama_qlora": 3.0, "tinyllama_qlora_adamw": 3.0, "tinyllama_qlora_at_load": 5.0,
             "tinyllama_full": 2.0 + TINYLLAMA_PARAMS * bytes_per * 4 / GIB}[key]
 
 

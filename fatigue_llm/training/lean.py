@@ -17,6 +17,9 @@ process peak came from four places, none of them the 4-bit weights themselves:
    position onto the 32 000-token vocabulary (float32 for the loss: 0.13 GB per 1 000 positions, several
    times over with its gradient). ``answer_logits_trainer`` asks the model for the scored positions only
    (transformers' ``logits_to_keep``); the loss is the same number.
+
+QLoRA's own two savings finish it: double-quantized NF4 block scales (the loader's ``BitsAndBytesConfig``)
+and 8-bit AdamW moments (``training.optimizer: adamw_8bit``, bitsandbytes' optimizer through Trainer).
 """
 
 from __future__ import annotations
