@@ -300,7 +300,7 @@ def plan(hf_dir: Path, nf4_dir: Path, quick: bool) -> list[tuple[str, str, Path,
         # as shipped but with float32 AdamW moments: what the 8-bit optimizer saves
         ("tinyllama_qlora_adamw", "TinyLlama-1.1B QLoRA (NF4 checkpoint), float32 AdamW",
          configs / "tinyllama_qlora.yaml", str(nf4_dir), ["training.optimizer=adamw"]),
-        # as shipped: the NF4 checkpoint of `fatigue-llm model quantize-nf4`, bounded heap
+        # as shipped: the NF4 checkpoint of `fatigue-llm model quantize-nf4`, bounded heap, 8-bit AdamW
         ("tinyllama_qlora", "TinyLlama-1.1B QLoRA (NF4 checkpoint)", configs / "tinyllama_qlora.yaml",
          str(nf4_dir), []),
         ("tinyllama_full", "TinyLlama-1.1B full fine-tuning", configs / "tinyllama_full.yaml", str(hf_dir), []),
@@ -423,7 +423,7 @@ def compare(results: list[dict]) -> tuple[dict, list[str]]:
 
 def prepare_model(cache_dir: Path) -> tuple[Path, Path]:
     """The random TinyLlama folder and its NF4 checkpoint (each written once into ``cache_dir``)."""
-    # "-dq": double-quantized block scales (what quantize-nf4 writes since they are; the older folder is not used)
+    # "-dq": with double-quantized block scales, as quantize-nf4 writes them now (an older cache is not used)
     hf_dir, nf4_dir = cache_dir / "tinyllama-1.1b-random", cache_dir / "tinyllama-1.1b-random-nf4-dq"
     if not (hf_dir / "model.safetensors").is_file():
         from fatigue_llm.intervention.models import make_random_llama

@@ -27,7 +27,8 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
 BALANCE = ("none", "sample")
-OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit"}  # ours -> transformers' ``optim``
+# ours -> transformers' ``optim``; "adamw" is what Trainer picks by itself (fused AdamW on torch >= 2.8)
+OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit"}
 WANDB_MODES = ("none", "offline")  # never online from here: a run's metrics stay on this machine
 
 
