@@ -28,12 +28,16 @@ alert and an all-reference state has a well-defined key. It is plain numpy (fast
 deliberately not taken from the LLM's hidden states: in a causal model the first positions of
 prompts with a shared prefix are identical whatever the features.
 
-The soft prompt is a small 2-layer MLP (input = normalised values + presence mask) giving
-``n_tokens`` virtual token embeddings of the model's hidden size, scaled to a typical embedding
-norm. Untrained, it is a fixed random projection; ``fatigue-llm train`` with ``projector.enabled``
-trains it with the LoRA adapter (``training/softprompt.py``), and the engine then puts its tokens
-in place of the feature text (``prompt.build_messages(soft_prompt=True)``). Weights are saved and
-loaded as safetensors.
+The soft prompt is ``n_tokens`` virtual token embeddings of the model's hidden size: a learned base
+(one vector per token) plus a small 2-layer MLP of the features (input = normalised values +
+presence mask), each token scaled to a typical embedding norm. Built with ``base`` (training's
+default, ``projector.init: text``) the base holds real token embeddings and the MLP's output layer
+starts at zero, so an untrained soft prompt reads as those tokens, not as noise, and the features
+enter as the MLP learns; without it the base is zero and the MLP a fixed random projection.
+``fatigue-llm train`` with ``projector.enabled`` trains both with the LoRA adapter
+(``training/softprompt.py``), and the engine then puts the tokens in place of the feature text
+(``prompt.build_messages(soft_prompt=True)``). Weights are saved and loaded as safetensors (files
+without a base, from before it existed, load with a zero base: the same soft prompts).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ FEATURE_NAMES = tuple(REFERENCE)
 CLIP = 5.0
 BASELINE = 0.5  # the constant key component; smaller = deviations weigh more
 MLP_HIDDEN = 64
+BASE_KEY = "base"  # the safetensors name of the base tokens (not an MLP weight)
 
 
 def _values(features: FatigueFeatures | dict) -> dict:
@@ -112,15 +117,19 @@ class FeatureProjector:
     """Features -> soft prompt (torch) and retrieval key (numpy). Deterministic given ``seed``."""
 
     def __init__(self, n_tokens: int, hidden_size: int, seed: int = 0, embed_norm: float = 1.0,
-                 mlp_hidden: int = MLP_HIDDEN) -> None:
+                 mlp_hidden: int = MLP_HIDDEN, base=None) -> None:
         """``embed_norm`` is the L2 norm each virtual token is scaled to (match the model's token
         embeddings: the vectors go into the model where token embeddings would, unscaled);
-        ``mlp_hidden`` the width of the MLP's hidden layer. Raises ValueError for non-positive sizes."""
+        ``mlp_hidden`` the width of the MLP's hidden layer; ``base`` (``n_tokens x hidden_size``, e.g.
+        token embeddings) the tokens the soft prompt starts as, with the MLP's output layer at zero.
+        Raises ValueError for non-positive sizes or a base of another shape."""
         import torch
 
         if n_tokens <= 0 or hidden_size <= 0 or mlp_hidden <= 0:
             raise ValueError(f"n_tokens, hidden_size and mlp_hidden must be positive, got {n_tokens}, "
                              f"{hidden_size}, {mlp_hidden}")
+        if base is not None and tuple(base.shape) != (n_tokens, hidden_size):
+            raise ValueError(f"base must be {n_tokens}x{hidden_size}, got {tuple(base.shape)}")
         self.n_tokens, self.hidden_size, self.seed = n_tokens, hidden_size, seed
         self.embed_norm = float(embed_norm)
         self.mlp_hidden = int(mlp_hidden)
@@ -136,7 +145,21 @@ class FeatureProjector:
                 bound = 1.0 / math.sqrt(layer.in_features)
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
+            if base is not None:  # like LoRA's B: the features start at no effect, and gradients still reach it
+                self.mlp[2].weight.zero_()
+                self.mlp[2].bias.zero_()
+        initial = torch.zeros(n_tokens, hidden_size) if base is None else base.detach().float().clone()
+        self.base = torch.nn.Parameter(initial)
         self.mlp.eval()
+
+    def parameters(self) -> list:
+        """What training optimizes: the MLP's weights and the base."""
+        return [*self.mlp.parameters(), self.base]
+
+    def to(self, device) -> FeatureProjector:
+        self.mlp.to(device)
+        self.base.data = self.base.data.to(device)
+        return self
 
     key_dim = KEY_DIM
 
@@ -154,7 +177,7 @@ class FeatureProjector:
         """Differentiable soft prompts for a batch of ``input_vector`` rows (torch, B x 2F):
         B x n_tokens x hidden_size, each virtual token scaled to ``embed_norm`` (what training calls)."""
         raw = self.mlp(inputs)
-        tokens = raw.reshape(*inputs.shape[:-1], self.n_tokens, self.hidden_size)
+        tokens = raw.reshape(*inputs.shape[:-1], self.n_tokens, self.hidden_size) + self.base
         norms = tokens.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         return tokens / norms * self.embed_norm
 
@@ -170,6 +193,7 @@ class FeatureProjector:
         from safetensors.torch import save_file
 
         tensors = {name: tensor.detach().contiguous() for name, tensor in self.mlp.state_dict().items()}
+        tensors[BASE_KEY] = self.base.detach().contiguous()
         meta = {"n_tokens": str(self.n_tokens), "hidden_size": str(self.hidden_size),
                 "seed": str(self.seed), "embed_norm": repr(self.embed_norm), "mlp_hidden": str(self.mlp_hidden)}
         save_file(tensors, str(path), metadata=meta)
@@ -187,8 +211,13 @@ class FeatureProjector:
             except (KeyError, ValueError) as error:
                 raise ValueError(f"{path}: not a FeatureProjector file ({error})") from None
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        base = state.pop(BASE_KEY, None)
         try:
             projector.mlp.load_state_dict(state)
         except RuntimeError as error:
             raise ValueError(f"{path}: weights do not fit ({error})") from None
+        if base is not None:
+            if tuple(base.shape) != tuple(projector.base.shape):
+                raise ValueError(f"{path}: base is {tuple(base.shape)}, the sizes say {tuple(projector.base.shape)}")
+            projector.base.data = base.float()
         return projector

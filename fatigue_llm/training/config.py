@@ -27,6 +27,7 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 DATA_FORMATS = ("auto", "cases_csv", "seed_csv", "alpaca", "messages")
 BALANCE = ("none", "sample")
+PROJECTOR_INITS = ("text", "random")
 # ours -> transformers' ``optim``; "adamw" is what Trainer picks by itself (fused AdamW on torch >= 2.8)
 OPTIMIZERS = {"adamw": "adamw_torch_fused", "adamw_8bit": "adamw_bnb_8bit"}
 WANDB_MODES = ("none", "offline")  # never online from here: a run's metrics stay on this machine
@@ -89,6 +90,9 @@ class ProjectorSection:
     learning_rate: float = 1.0e-3   # the projector's own learning rate (the adapter keeps training.learning_rate)
     hidden: int = 64                # width of the projector MLP's hidden layer
     seed: int = 0                   # its random initialisation
+    init: str = "text"              # text: the virtual tokens start as the feature line's first tokens, the
+                                    # features at no effect (softprompt.init_token_ids); random: a random
+                                    # projection of the features
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class RunConfig:
             (self.projector.learning_rate > 0,
              f"projector.learning_rate must be > 0, got {self.projector.learning_rate}"),
             (self.projector.hidden >= 1, f"projector.hidden must be >= 1, got {self.projector.hidden}"),
+            (self.projector.init in PROJECTOR_INITS,
+             f"projector.init must be one of {PROJECTOR_INITS}, got {self.projector.init!r}"),
             (bool(self.data.train), "data.train names no file"),
             (self.data.format in DATA_FORMATS, f"data.format must be one of {DATA_FORMATS}, got {self.data.format!r}"),
             (0 <= self.data.validation_fraction < 1,

@@ -28,7 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fatigue_llm.intervention.backends.base import soft_prompt_slot
-from fatigue_llm.intervention.projector import FeatureProjector
+from fatigue_llm.intervention.projector import REFERENCE, FeatureProjector
+from fatigue_llm.intervention.prompt import render_features
 from fatigue_llm.training.data import IGNORE_INDEX, Conversation, DataError, tokenize_conversation
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -70,16 +71,29 @@ def encode_text(tokenizer, conversation: Conversation, max_length: int) -> dict:
     return {**encoded, "prefix_len": soft_prompt_slot(render_ids(tokenizer), conversation.prompt)}
 
 
-def make_projector(model, n_tokens: int, hidden: int, seed: int) -> FeatureProjector:
+def init_token_ids(tokenizer, n_tokens: int) -> list[int]:
+    """The ``n_tokens`` tokens a ``projector.init: text`` soft prompt starts as: the first tokens of the
+    feature line it replaces, as the text prompt renders it for a driver at the alert reference values
+    ("Now: PERCLOS .05, ..."), repeated if that line were shorter."""
+    line = f"Now: {render_features({name: centre for name, (centre, _) in REFERENCE.items()})}"
+    ids = list(tokenizer(line, add_special_tokens=False).input_ids)
+    return [ids[i % len(ids)] for i in range(n_tokens)]
+
+
+def make_projector(model, n_tokens: int, hidden: int, seed: int, init_ids: list[int] | None = None) -> FeatureProjector:
     """A fresh projector for ``model``: its hidden size, each virtual token scaled to the mean norm of the
-    model's token embeddings (the vectors enter where token embeddings do), trainable."""
+    model's token embeddings (the vectors enter where token embeddings do), trainable. With ``init_ids``
+    (``init_token_ids``) the soft prompt starts as those tokens' embeddings, the features at no effect;
+    without, as a random projection of the features."""
     import torch
 
     embeddings = model.get_input_embeddings().weight
     with torch.no_grad():
         norm = float(embeddings.float().norm(dim=-1).mean())
-    projector = FeatureProjector(n_tokens, int(embeddings.shape[1]), seed=seed, embed_norm=norm, mlp_hidden=hidden)
-    projector.mlp.to(embeddings.device)
+        base = None if init_ids is None else embeddings[torch.tensor(init_ids, device=embeddings.device)].float().cpu()
+    projector = FeatureProjector(n_tokens, int(embeddings.shape[1]), seed=seed, embed_norm=norm, mlp_hidden=hidden,
+                                 base=base)
+    projector.to(embeddings.device)
     projector.mlp.train()
     return projector
 
@@ -96,6 +110,7 @@ def load_weights(projector: FeatureProjector, path: Path) -> None:
                         f"(hidden {projector.mlp_hidden})")
     with torch.no_grad():
         projector.mlp.load_state_dict(saved.mlp.state_dict())
+        projector.base.copy_(saved.base)
     projector.embed_norm = saved.embed_norm
 
 
@@ -178,7 +193,7 @@ def prompt_trainer(base: type, projector: FeatureProjector | None, learning_rate
             fresh = self.optimizer is None
             optimizer = super().create_optimizer(model)
             if fresh and projector is not None:
-                optimizer.add_param_group({"params": list(projector.mlp.parameters()), "lr": learning_rate,
+                optimizer.add_param_group({"params": projector.parameters(), "lr": learning_rate,
                                            "weight_decay": 0.0})
             return optimizer
 
@@ -196,10 +211,11 @@ def checkpoint_callback(projector: FeatureProjector):
     class SaveProjector(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             if args.max_grad_norm and args.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(projector.mlp.parameters(), args.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(projector.parameters(), args.max_grad_norm)
 
         def on_optimizer_step(self, args, state, control, **kwargs):
             projector.mlp.zero_grad(set_to_none=True)
+            projector.base.grad = None
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

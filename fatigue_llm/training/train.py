@@ -235,7 +235,8 @@ def train(config: RunConfig, resume: bool = False) -> dict:
         from fatigue_llm.training import softprompt
     if config.projector.enabled:
         p = config.projector
-        projector = softprompt.make_projector(model, p.n_tokens, p.hidden, p.seed)
+        init_ids = softprompt.init_token_ids(tokenizer, p.n_tokens) if p.init == "text" else None
+        projector = softprompt.make_projector(model, p.n_tokens, p.hidden, p.seed, init_ids)
     train_items, val_items, counts = prepare_data(config, tokenizer, projector)
     t = config.training
     levels = counts.pop("train_levels")

@@ -90,3 +90,50 @@ def test_load_rejects_foreign_files(tmp_path):
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError, match="positive"):
         FeatureProjector(0, 16)
+
+
+def test_a_projector_with_a_base_starts_as_those_tokens_whatever_the_features_then_learns_them():
+    base = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    projector = FeatureProjector(3, 16, seed=0, embed_norm=2.0, base=base)
+    start = base / base.norm(dim=-1, keepdim=True) * 2.0
+    for features in (ALERT, TIRED, NOISY_ROAD):
+        assert torch.allclose(projector.soft_prompt(features), start, atol=1e-6)
+    # the zeroed output layer still gets gradients (as LoRA's B does), and one step makes the features count
+    inputs = torch.from_numpy(np.stack([projector.input_vector(TIRED), projector.input_vector(NOISY_ROAD)]))
+    target = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(1))
+    ((projector.embed(inputs) - target) ** 2).sum().backward()
+    assert projector.mlp[2].weight.grad.abs().sum() > 0 and projector.base.grad.abs().sum() > 0
+    torch.optim.SGD(projector.parameters(), lr=0.1).step()
+    assert not torch.allclose(projector.soft_prompt(TIRED), projector.soft_prompt(NOISY_ROAD), atol=1e-4)
+
+
+def test_the_base_is_saved_and_files_without_one_load_as_before(tmp_path):
+    from safetensors.torch import save_file
+
+    projector = FeatureProjector(2, 16, seed=1, embed_norm=0.5, base=torch.randn(2, 16))
+    with torch.no_grad():
+        projector.mlp[2].weight.normal_()  # a trained one: base and features both in the soft prompt
+    projector.save(tmp_path / "with_base.safetensors")
+    loaded = FeatureProjector.load(tmp_path / "with_base.safetensors")
+    assert torch.equal(loaded.base, projector.base)
+    assert torch.equal(loaded.soft_prompt(TIRED), projector.soft_prompt(TIRED))
+    # a file of a projector from before the base existed: its MLP weights alone
+    old = FeatureProjector(2, 16, seed=2, embed_norm=0.5)
+    meta = {"n_tokens": "2", "hidden_size": "16", "seed": "2", "embed_norm": "0.5", "mlp_hidden": "64"}
+    save_file({k: v.contiguous() for k, v in old.mlp.state_dict().items()}, str(tmp_path / "old.safetensors"), meta)
+    loaded_old = FeatureProjector.load(tmp_path / "old.safetensors")
+    assert torch.equal(loaded_old.base, torch.zeros(2, 16))
+    assert torch.equal(loaded_old.soft_prompt(TIRED), old.soft_prompt(TIRED))
+
+
+def test_a_base_of_another_shape_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"base must be 2x16, got \(3, 16\)"):
+        FeatureProjector(2, 16, base=torch.zeros(3, 16))
+    from safetensors.torch import save_file
+
+    good = FeatureProjector(2, 16)
+    tensors = {**{k: v.contiguous() for k, v in good.mlp.state_dict().items()}, "base": torch.zeros(3, 16)}
+    meta = {"n_tokens": "2", "hidden_size": "16", "seed": "0", "embed_norm": "1.0", "mlp_hidden": "64"}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), meta)
+    with pytest.raises(ValueError, match=r"bad.safetensors: base is \(3, 16\), the sizes say \(2, 16\)"):
+        FeatureProjector.load(tmp_path / "bad.safetensors")

@@ -47,6 +47,9 @@ def test_projector_section_defaults_off_and_is_validated(tmp_path):
         load_run_config(write(tmp_path / "bad.yaml", "projector: {n_tokens: 0}\ndata: {train: x.csv}\n"))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) projector.tokens"):
         load_run_config(write(tmp_path / "bad2.yaml", "projector: {tokens: 4}\ndata: {train: x.csv}\n"))
+    assert config.projector.init == "text"
+    with pytest.raises(ConfigError, match=r"bad3.yaml: projector.init must be one of \('text', 'random'\), got 'zer"):
+        load_run_config(write(tmp_path / "bad3.yaml", "projector: {init: zeros}\ndata: {train: x.csv}\n"))
     shipped = load_run_config(REPO / "configs" / "smollm2_softprompt.yaml")
     assert shipped.projector.enabled and shipped.lora.enabled and shipped.training.frozen_prefix
     assert shipped.projector.n_tokens == 4  # the llm node's default prefix_tokens
@@ -107,7 +110,8 @@ def test_encode_soft_puts_masked_placeholders_at_the_slot_and_splice_fills_them(
     assert torch.equal(embeds[0, :slot], model.get_input_embeddings()(ids)[0, :slot])
 
 
-def _tiny_run(tmp_path: Path, model: Path, name: str, steps: int, frozen: bool, extra: str = "") -> Path:
+def _tiny_run(tmp_path: Path, model: Path, name: str, steps: int, frozen: bool, extra: str = "",
+              init: str = "text") -> Path:
     data = write(tmp_path / "cases.csv", MESSAGE_HEADER + "".join(ROWS) * 2)
     return write(tmp_path / f"{name}.yaml", f"""
 model: {{path: {model}}}
@@ -115,7 +119,7 @@ training: {{learning_rate: 3.0e-3, max_steps: {steps}, batch_size: 2, gradient_a
            scheduler: constant, logging_steps: 1, save_steps: 2, save_total_limit: 3, seed: 1,
            frozen_prefix: {str(frozen).lower()}, eval_steps: 100}}
 lora: {{r: 4, alpha: 8, dropout: 0.0}}
-projector: {{enabled: true, n_tokens: 2, learning_rate: 3.0e-2, hidden: 16}}
+projector: {{enabled: true, n_tokens: 2, learning_rate: 3.0e-2, hidden: 16, init: {init}}}
 data: {{train: {data.name}, validation_fraction: 0.25}}
 output: {{dir: {name}}}
 {extra}""")
@@ -130,28 +134,58 @@ def _losses(run: Path) -> dict[int, float]:
     return losses
 
 
-@pytest.mark.parametrize("frozen", [False, True])
+def _initial_projector(model_dir: Path, init: str) -> FeatureProjector:
+    """The projector a run of ``_tiny_run`` starts from."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fatigue_llm.training.softprompt import init_token_ids, make_projector
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    ids = init_token_ids(AutoTokenizer.from_pretrained(str(model_dir)), 2) if init == "text" else None
+    return make_projector(model, 2, 16, 0, ids)
+
+
+@pytest.mark.parametrize(("frozen", "init"), [(False, "random"), (True, "text")])
 def test_training_with_the_projector_lowers_the_loss_changes_it_and_saves_it_everywhere(tmp_path, tiny_llama,
-                                                                                      frozen):
+                                                                                      frozen, init):
     from fatigue_llm.training.train import train
 
-    config = load_run_config(_tiny_run(tmp_path, tiny_llama, "run", 6, frozen))
+    config = load_run_config(_tiny_run(tmp_path, tiny_llama, "run", 6, frozen, init=init))
     summary = train(config)
     run = tmp_path / "run"
     final = summary["final"]
     assert final["eval_loss"] < final["eval_loss_before"], final
     trained = FeatureProjector.load(run / "projector.safetensors")
-    fresh = FeatureProjector(2, 64, seed=0, mlp_hidden=16)
+    fresh = _initial_projector(tiny_llama, init)
     assert trained.n_tokens == 2 and trained.hidden_size == 64
-    changed = [not torch.equal(a, b) for a, b in zip(trained.mlp.state_dict().values(),
-                                                      fresh.mlp.state_dict().values(), strict=True)]
-    assert all(changed)  # every projector tensor got gradient steps
+    changed = [not torch.equal(a, b) for a, b in zip([*trained.mlp.state_dict().values(), trained.base],
+                                                      [*fresh.mlp.state_dict().values(), fresh.base], strict=True)]
+    assert all(changed)  # every trained tensor got gradient steps (the base too: a zero one under init random)
     for folder in (run / "adapter", run / "checkpoint-2", run / "checkpoint-4", run / "checkpoint-6"):
         assert (folder / "projector.safetensors").is_file(), folder
     assert torch.equal(FeatureProjector.load(run / "adapter" / "projector.safetensors").soft_prompt(TIRED),
                        trained.soft_prompt(TIRED))
     assert not torch.equal(FeatureProjector.load(run / "checkpoint-2" / "projector.safetensors").soft_prompt(TIRED),
                            trained.soft_prompt(TIRED))
+
+
+def test_a_text_initialised_soft_prompt_starts_as_the_feature_lines_first_tokens(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fatigue_llm.intervention.projector import FEATURE_NAMES, REFERENCE
+    from fatigue_llm.intervention.prompt import render_features
+    from fatigue_llm.training.softprompt import init_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    line = "Now: " + render_features({name: REFERENCE[name][0] for name in FEATURE_NAMES})
+    start = tokenizer.decode(init_token_ids(tokenizer, 3))
+    assert line.startswith("Now: PERCLOS .05") and line.startswith(start) and len(start) >= 4, start
+    projector = _initial_projector(tiny_llama, "text")
+    table = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).get_input_embeddings().weight.detach()
+    first = table[init_token_ids(tokenizer, 2)]
+    expected = first / first.norm(dim=-1, keepdim=True) * float(table.norm(dim=-1).mean())
+    for features in (TIRED, FatigueFeatures(eye_closure_ratio=0.02)):  # untrained: the same tokens for all
+        assert torch.allclose(projector.soft_prompt(features), expected, atol=1e-5)
 
 
 def test_resume_continues_from_the_checkpoints_projector(tmp_path, tiny_llama):
