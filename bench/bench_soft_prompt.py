@@ -23,11 +23,17 @@ the accuracy lost is what each model took from the features, for the soft prompt
 Per model: level / action accuracy against the labels, prompt tokens evaluated per request (prompt tokens +
 virtual ones - the cached system prefix), prompt-eval time p50 (llama.cpp: the evaluation of those tokens
 alone, timed separately from the same context state), time to the first decision token p50 and the total
-``engine.advise`` latency p50; then the soft / text ratios and whether the issue's goal (accuracy >= 95 % of
-the text prompt's at >= 2x lower latency) is met.
+``engine.advise`` latency p50; then the soft / text ratios with 95 % paired bootstrap intervals for the
+accuracies, and whether the issue's goal (accuracy >= 95 % of the text prompt's at >= 2x lower latency) is met.
+Two baselines put the accuracies in scale: copying the rule decision of the prompt, and a logistic regression
+on the features and the rule trained on the same rows (what the features can tell about the noisy labels).
+
+The issue's latency premise is TinyLlama's (~80 feature tokens, ~1 s of a 1.8 s answer): the first
+``--tinyllama-cases`` requests are also timed on the TinyLlama-1.1B shape (bench_llm's random-weight Q4_0
+GGUF, an untrained projector of its hidden size), text against soft prompt; times only.
 
     .venv/bin/python bench/bench_soft_prompt.py [--rows 400] [--steps 8] [--batch 8] [--cases 40]
-        [--reference-cases 8] [--work runs/bench-soft-prompt] [--reuse] [--threads 2]
+        [--reference-cases 8] [--tinyllama-cases 10] [--work runs/bench-soft-prompt] [--reuse] [--threads 2]
 
 ``--reuse`` keeps trained runs found in ``--work`` (evaluation only). Prints a markdown table and writes
 bench/results/soft_prompt.json.
@@ -46,6 +52,7 @@ import time
 from pathlib import Path
 
 import yaml
+from bench_llm import DEFAULT_CACHE  # the same cached random TinyLlama
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +178,7 @@ def evaluate(label: str, llm, cases: list, prompt_timing: bool, shift_features: 
                     "latency_s": latency, "prompt_eval_s": prompt_s,
                     "ttft_s": generation.ttft_s if generation else float("nan"),
                     "evaluated_tokens": (generation.prompt_tokens - generation.cached_tokens) if generation else 0,
+                    "text_passes": generation.text_passes if generation else 0,
                 })
         finally:
             engine.close()
@@ -188,8 +196,81 @@ def evaluate(label: str, llm, cases: list, prompt_timing: bool, shift_features: 
         "prompt_eval_s_p50": _p50([r["prompt_eval_s"] for r in rows]),
         "ttft_s_p50": _p50([r["ttft_s"] for r in rows]),
         "latency_s_p50": _p50([r["latency_s"] for r in rows]),
+        "message_tokens_p50": _p50([r["text_passes"] for r in rows]),
         "rows": rows,
     }
+
+
+def tinyllama_latency(cases: list, n_tokens: int, threads: int, work: Path, cache_dir: Path) -> dict:
+    """The same requests on the TinyLlama-1.1B shape (bench_llm's random-weight Q4_0 GGUF, llama.cpp): text
+    prompt against a soft prompt of ``n_tokens`` virtual tokens (an untrained projector of TinyLlama's hidden
+    size: the timing is the same). Random weights answer nonsense, so only the times count; the message
+    tokens decoded are reported beside them (random text tends to run to ``max_message_chars``, so the whole
+    answer is a longer one than a trained model writes and its speed-up a lower bound)."""
+    from bench_llm import prepare_models
+
+    from fatigue_llm.intervention.projector import FeatureProjector
+    from fatigue_llm.llm.config import LlmConfig
+
+    paths = prepare_models(cache_dir, threads)
+    hidden = json.loads((Path(paths["tinyllama_hf"]) / "config.json").read_text())["hidden_size"]
+    projector = work / "tinyllama-projector.safetensors"
+    FeatureProjector(n_tokens, hidden, seed=0).save(projector)
+    common = dict(backend="llamacpp", model_path=paths["tinyllama_q4_0"], retrieval_k=0, generation_deadline=300.0,
+                  n_threads=threads, prefix_tokens=n_tokens)
+    text = evaluate("text", LlmConfig(**common), cases, prompt_timing=True)
+    soft = evaluate("soft", LlmConfig(**common, projector_path=str(projector)), cases, prompt_timing=True)
+    assert not text["soft_prompt"] and soft["soft_prompt"], "soft prompt on/off as intended"
+    keys = ("cases", "evaluated_tokens_p50", "prompt_eval_s_p50", "ttft_s_p50", "latency_s_p50", "message_tokens_p50")
+    return {"text": {k: text[k] for k in keys}, "soft": {k: soft[k] for k in keys},
+            "prompt_eval_speedup": _ratio(text["prompt_eval_s_p50"], soft["prompt_eval_s_p50"]),
+            "ttft_speedup": _ratio(text["ttft_s_p50"], soft["ttft_s_p50"]),
+            "latency_speedup": _ratio(text["latency_s_p50"], soft["latency_s_p50"])}
+
+
+def feature_classifier(rows: int, cases: list) -> dict:
+    """What the features and the rule can tell about the labels at all: a multinomial logistic regression
+    (torch, full batch) per label on the same training rows (normalised features + presence mask + the rule's
+    level and action, one-hot), scored on the same held-out cases. The generator draws the hidden sleepiness
+    and then the action at random among a level's choices, so even this is far from 1."""
+    import torch
+
+    from fatigue_llm.intervention.config import InterventionConfig
+    from fatigue_llm.intervention.engine import rule_decision_for
+    from fatigue_llm.intervention.projector import normalise
+    from fatigue_llm.intervention.types import LEVEL_ACTION_CHOICES
+    from fatigue_llm.training.generate import generate_cases
+
+    rules = InterventionConfig()
+    levels = list(LEVEL_ACTION_CHOICES)
+    actions = sorted({a for choices in LEVEL_ACTION_CHOICES.values() for a in choices})
+
+    def inputs(features) -> list[float]:
+        values, mask = normalise(features)
+        rule = rule_decision_for(features, rules)
+        return [*values, *mask, *(float(rule.level == level) for level in levels),
+                *(float(rule.action == action) for action in actions)]
+
+    train = generate_cases(rows, seed=11)  # write_data's training rows
+    x_train = torch.tensor([inputs(c.features) for c in train])
+    x_test = torch.tensor([inputs(c.features) for c in cases])
+    scores = {}
+    for key, vocab, train_labels, test_labels in (
+            ("level", [level.name for level in levels], [c.level.name for c in train], [c.level for c in cases]),
+            ("action", actions, [c.action for c in train], [c.action for c in cases])):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(x_train.shape[1], len(vocab))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+        target = torch.tensor([vocab.index(label) for label in train_labels])
+        for _ in range(500):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_train), target).backward()
+            optimizer.step()
+        with torch.no_grad():
+            predicted = [vocab[i] for i in model(x_test).argmax(dim=1).tolist()]
+        scores[f"{key}_accuracy"] = statistics.fmean(p == label for p, label in zip(predicted, test_labels,
+                                                                                     strict=True))
+    return scores
 
 
 def _ratio(a: float, b: float) -> float:
@@ -202,11 +283,32 @@ def compare(text: dict, soft: dict) -> dict:
         "same_decisions": statistics.fmean((a["level"], a["action"]) == (b["level"], b["action"]) for a, b in pairs),
         "level_accuracy_ratio": _ratio(soft["level_accuracy"], text["level_accuracy"]),
         "action_accuracy_ratio": _ratio(soft["action_accuracy"], text["action_accuracy"]),
+        **ratio_intervals(text, soft),
         "evaluated_tokens_ratio": _ratio(text["evaluated_tokens_p50"], soft["evaluated_tokens_p50"]),
         "prompt_eval_speedup": _ratio(text["prompt_eval_s_p50"], soft["prompt_eval_s_p50"]),
         "ttft_speedup": _ratio(text["ttft_s_p50"], soft["ttft_s_p50"]),
         "latency_speedup": _ratio(text["latency_s_p50"], soft["latency_s_p50"]),
     }
+
+
+def ratio_intervals(text: dict, soft: dict, draws: int = 2000, seed: int = 0) -> dict:
+    """95 % paired bootstrap intervals of the soft / text accuracy ratios: the same resampled cases for both
+    prompts (the labels are noisy, and a few cases move a ratio by 0.05 at this size)."""
+    import random
+
+    pairs = list(zip(text["rows"], soft["rows"], strict=True))
+    rng = random.Random(seed)
+    intervals = {}
+    for key in ("level", "action"):
+        hits = [(a[key] == a[f"label_{key}"], b[key] == b[f"label_{key}"]) for a, b in pairs]
+        ratios = []
+        for _ in range(draws):
+            sample = rng.choices(hits, k=len(hits))
+            text_hits = sum(t for t, _ in sample)
+            ratios.append(sum(s for _, s in sample) / text_hits if text_hits else float("nan"))
+        ratios.sort()
+        intervals[f"{key}_accuracy_ratio_ci95"] = (ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1])
+    return intervals
 
 
 def feature_use(results: dict) -> dict:
@@ -224,6 +326,10 @@ def verdict(ratios: dict) -> dict:
             "total_latency_goal_met": accurate and ratios["latency_speedup"] >= GOAL_SPEEDUP}
 
 
+def _interval(bounds) -> str:
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+
+
 def table(report: dict) -> str:
     lines = ["| backend | prompt | cases | level acc | action acc | = rule decision | LLM answers | tokens evaluated | "
              "prompt eval p50 ms | first decision token p50 ms | latency p50 ms |",
@@ -239,17 +345,35 @@ def table(report: dict) -> str:
     if "rule_level_accuracy" in first:
         lines.append(f"| (rule decision copied) | | {first['cases']} | {first['rule_level_accuracy']:.2f} | "
                      f"{first['rule_action_accuracy']:.2f} | 1.00 | | | | | |")
+    bound = report.get("feature_classifier")
+    if bound:
+        lines.append(f"| (logistic regression on features + rule, same rows) | | {first['cases']} | "
+                     f"{bound['level_accuracy']:.2f} | {bound['action_accuracy']:.2f} | | | | | | |")
     lines.append("")
     for backend, ratios in report["ratios"].items():
         lines.append(f"{backend}: same decision as text {ratios.get('same_decisions', float('nan')):.2f}; "
-                     f"soft/text accuracy level {ratios['level_accuracy_ratio']:.2f}, action "
-                     f"{ratios['action_accuracy_ratio']:.2f}; text/soft tokens evaluated "
+                     f"soft/text accuracy level {ratios['level_accuracy_ratio']:.2f} "
+                     f"(95 % CI {_interval(ratios['level_accuracy_ratio_ci95'])}), action "
+                     f"{ratios['action_accuracy_ratio']:.2f} "
+                     f"(95 % CI {_interval(ratios['action_accuracy_ratio_ci95'])}); text/soft tokens evaluated "
                      f"{ratios['evaluated_tokens_ratio']:.1f}x, prompt eval {ratios['prompt_eval_speedup']:.2f}x, "
                      f"first decision token {ratios['ttft_speedup']:.2f}x, latency {ratios['latency_speedup']:.2f}x")
     for variant, drop in report.get("feature_use", {}).items():
         lines.append(f"{variant}: accuracy lost with another case's features (llama.cpp): level {drop['level']:+.2f}, "
                      f"action {drop['action']:+.2f}")
     lines.append(f"goal (llama.cpp): {report['goal']}")
+    tiny = report.get("tinyllama")
+    if tiny:
+        lines += ["", "| TinyLlama-1.1B shape, Q4_0, llama.cpp | cases | tokens evaluated | prompt eval p50 ms | "
+                  "first decision token p50 ms | latency p50 ms | message tokens p50 |",
+                  "|---|---|---|---|---|---|---|"]
+        for variant in ("text", "soft"):
+            r = tiny[variant]
+            lines.append(f"| {variant} prompt | {r['cases']} | {r['evaluated_tokens_p50']:.0f} | "
+                         f"{1000 * r['prompt_eval_s_p50']:.0f} | {1000 * r['ttft_s_p50']:.0f} | "
+                         f"{1000 * r['latency_s_p50']:.0f} | {r['message_tokens_p50']:.0f} |")
+        lines.append(f"TinyLlama shape: text/soft prompt eval {tiny['prompt_eval_speedup']:.2f}x, first decision "
+                     f"token {tiny['ttft_speedup']:.2f}x, latency {tiny['latency_speedup']:.2f}x")
     return "\n".join(lines)
 
 
@@ -263,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-soft-prompt")
     parser.add_argument("--reuse", action="store_true", help="keep trained runs found in --work")
+    parser.add_argument("--tinyllama-cases", type=int, default=10,
+                        help="of the held-out cases, timed on the TinyLlama shape too (0: skip)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the random TinyLlama lives")
     args = parser.parse_args(argv)
 
     from fatigue_llm.llm.config import LlmConfig
@@ -298,10 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     for pair in results.values():
         assert not pair["text"]["soft_prompt"] and pair["soft"]["soft_prompt"], "soft prompt on/off as intended"
     ratios = {backend: compare(pair["text"], pair["soft"]) for backend, pair in results.items()}
+    tiny = (tinyllama_latency(cases[:args.tinyllama_cases], n_tokens, args.threads, work, args.cache_dir)
+            if args.tinyllama_cases > 0 else None)
     report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                           "load_avg": os.getloadavg()},
               "args": {k: str(v) for k, v in vars(args).items()}, "training": training, "results": results,
               "ratios": ratios, "goal": verdict(ratios["llamacpp"]), "feature_use": feature_use(results),
+              "tinyllama": tiny, "feature_classifier": feature_classifier(args.rows, cases),
               "time": time.time()}
     print(table(report))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
