@@ -138,50 +138,73 @@ def _prompt_eval_s(engine, features, rule) -> float:
     return seconds
 
 
-def evaluate(label: str, llm, cases: list, prompt_timing: bool, shift_features: int = 0) -> dict:
-    """The engine's answers to ``cases``. ``shift_features`` > 0 shows each case the features of the case that
-    many places on (its own rule decision stays): what the answers lose then is what they took from the
-    features (for the soft prompt: from its virtual tokens alone)."""
+class _Requests:
+    """One engine answering held-out cases, with each answer's generation recorded."""
+
+    def __init__(self, llm, state: Path) -> None:
+        from fatigue_llm.intervention.engine import InterventionEngine
+
+        self.engine = InterventionEngine(llm, state_dir=state)
+        self.engine.load()
+        backend = self.engine._parts.backend  # noqa: SLF001 - benchmark instrumentation
+        self.soft = self.engine._parts.projector is not None  # noqa: SLF001
+        self.generations: list = []
+        generate = backend.generate
+
+        def recording(*a, **k):
+            generation = generate(*a, **k)
+            self.generations.append(generation)
+            return generation
+
+        backend.generate = recording
+
+    def answer(self, case, shown, rule, prompt_timing: bool) -> dict:
+        prompt_s = _prompt_eval_s(self.engine, shown, rule) if prompt_timing else float("nan")
+        self.generations.clear()
+        started = time.perf_counter()
+        decision = self.engine.advise(shown, rule)
+        latency = time.perf_counter() - started
+        generation = self.generations[-1] if self.generations else None
+        return {
+            "level": decision.level.name, "action": decision.action, "message": decision.message,
+            "label_level": case.level, "label_action": case.action, "source": decision.source,
+            "rule_level": rule.level.name, "rule_action": rule.action,
+            "latency_s": latency, "prompt_eval_s": prompt_s,
+            "ttft_s": generation.ttft_s if generation else float("nan"),
+            "evaluated_tokens": (generation.prompt_tokens - generation.cached_tokens) if generation else 0,
+            "text_passes": generation.text_passes if generation else 0,
+        }
+
+
+def evaluate(llms: dict, cases: list, prompt_timing: bool, shift_features: int = 0) -> dict:
+    """The answers of each engine of ``llms`` (label -> LlmConfig) to ``cases``, side by side: every case is
+    put to all of them in turn (the order alternating from case to case), so a change in the machine's speed
+    during the run hits them alike. ``shift_features`` > 0 shows each case the features of the case that many
+    places on (its own rule decision stays): what the answers lose then is what they took from the features
+    (for the soft prompt: from its virtual tokens alone). Returns label -> summary."""
     from fatigue_llm.intervention.config import InterventionConfig
-    from fatigue_llm.intervention.engine import InterventionEngine, rule_decision_for
+    from fatigue_llm.intervention.engine import rule_decision_for
 
     rules = InterventionConfig()
-    rows = []
+    rows: dict[str, list[dict]] = {label: [] for label in llms}
     with tempfile.TemporaryDirectory(prefix="bench-soft-") as state:
-        engine = InterventionEngine(llm, state_dir=Path(state))
-        engine.load()
+        requests = {}
         try:
-            backend = engine._parts.backend  # noqa: SLF001
-            generations = []
-            generate = backend.generate
-
-            def recording(*a, **k):
-                generation = generate(*a, **k)
-                generations.append(generation)
-                return generation
-
-            backend.generate = recording
-            soft = engine._parts.projector is not None  # noqa: SLF001
+            for label, llm in llms.items():
+                requests[label] = _Requests(llm, Path(state) / label)
             for index, case in enumerate(cases):
                 rule = rule_decision_for(case.features, rules)
                 shown = cases[(index + shift_features) % len(cases)].features
-                prompt_s = _prompt_eval_s(engine, shown, rule) if prompt_timing else float("nan")
-                generations.clear()
-                started = time.perf_counter()
-                decision = engine.advise(shown, rule)
-                latency = time.perf_counter() - started
-                generation = generations[-1] if generations else None
-                rows.append({
-                    "level": decision.level.name, "action": decision.action, "message": decision.message,
-                    "label_level": case.level, "label_action": case.action, "source": decision.source,
-                    "rule_level": rule.level.name, "rule_action": rule.action,
-                    "latency_s": latency, "prompt_eval_s": prompt_s,
-                    "ttft_s": generation.ttft_s if generation else float("nan"),
-                    "evaluated_tokens": (generation.prompt_tokens - generation.cached_tokens) if generation else 0,
-                    "text_passes": generation.text_passes if generation else 0,
-                })
+                order = list(llms) if index % 2 == 0 else list(reversed(llms))
+                for label in order:
+                    rows[label].append(requests[label].answer(case, shown, rule, prompt_timing))
         finally:
-            engine.close()
+            for request in requests.values():
+                request.engine.close()
+    return {label: summary(label, requests[label].soft, rows[label]) for label in llms}
+
+
+def summary(label: str, soft: bool, rows: list[dict]) -> dict:
     return {
         "model": label, "soft_prompt": soft, "cases": len(rows),
         "level_accuracy": statistics.fmean(r["level"] == r["label_level"] for r in rows),
@@ -218,8 +241,9 @@ def tinyllama_latency(cases: list, n_tokens: int, threads: int, work: Path, cach
     FeatureProjector(n_tokens, hidden, seed=0).save(projector)
     common = dict(backend="llamacpp", model_path=paths["tinyllama_q4_0"], retrieval_k=0, generation_deadline=300.0,
                   n_threads=threads, prefix_tokens=n_tokens)
-    text = evaluate("text", LlmConfig(**common), cases, prompt_timing=True)
-    soft = evaluate("soft", LlmConfig(**common, projector_path=str(projector)), cases, prompt_timing=True)
+    answers = evaluate({"text": LlmConfig(**common), "soft": LlmConfig(**common, projector_path=str(projector))},
+                       cases, prompt_timing=True)
+    text, soft = answers["text"], answers["soft"]
     assert not text["soft_prompt"] and soft["soft_prompt"], "soft prompt on/off as intended"
     keys = ("cases", "evaluated_tokens_p50", "prompt_eval_s_p50", "ttft_s_p50", "latency_s_p50", "message_tokens_p50")
     return {"text": {k: text[k] for k in keys}, "soft": {k: soft[k] for k in keys},
@@ -305,9 +329,12 @@ def ratio_intervals(text: dict, soft: dict, draws: int = 2000, seed: int = 0) ->
         for _ in range(draws):
             sample = rng.choices(hits, k=len(hits))
             text_hits = sum(t for t, _ in sample)
-            ratios.append(sum(s for _, s in sample) / text_hits if text_hits else float("nan"))
+            if text_hits:  # a draw without one right text answer has no ratio (only happens with a few cases)
+                ratios.append(sum(s for _, s in sample) / text_hits)
         ratios.sort()
-        intervals[f"{key}_accuracy_ratio_ci95"] = (ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1])
+        n = len(ratios)
+        intervals[f"{key}_accuracy_ratio_ci95"] = ((ratios[int(0.025 * n)], ratios[int(0.975 * n) - 1]) if ratios
+                                                   else (float("nan"), float("nan")))
     return intervals
 
 
@@ -407,21 +434,17 @@ def main(argv: list[str] | None = None) -> int:
         ggufs[variant] = export_lora_gguf(work / variant, work / variant / "adapter.lora.gguf")["lora_gguf"]
     n_tokens = load_run_config(work / "soft.yaml").projector.n_tokens
     cases = held_out(held_csv, args.cases)
-    results: dict[str, dict] = {"llamacpp": {}, "transformers": {}}
-    for variant in ("text", "soft"):
-        common = dict(retrieval_k=0, generation_deadline=120.0, n_threads=args.threads, prefix_tokens=n_tokens)
-        llama = LlmConfig(backend="llamacpp", lora_path=ggufs[variant], **common)
-        results["llamacpp"][variant] = evaluate(variant, llama, cases, prompt_timing=True)
-        print(f"[bench] llama.cpp {variant} done", flush=True)
-        reference = LlmConfig(backend="transformers", lora_path=str(work / variant / "adapter"), **common)
-        results["transformers"][variant] = evaluate(variant, reference, cases[:args.reference_cases],
-                                                    prompt_timing=False)
-        print(f"[bench] transformers {variant} done", flush=True)
-    shuffled = results["llamacpp, features of another case"] = {}
-    for variant in ("text", "soft"):  # the ablation: does the model use the features at all?
-        llama = LlmConfig(backend="llamacpp", lora_path=ggufs[variant], retrieval_k=0, generation_deadline=120.0,
-                          n_threads=args.threads, prefix_tokens=n_tokens)
-        shuffled[variant] = evaluate(variant, llama, cases, prompt_timing=False, shift_features=len(cases) // 2)
+    common = dict(retrieval_k=0, generation_deadline=120.0, n_threads=args.threads, prefix_tokens=n_tokens)
+    llama = {variant: LlmConfig(backend="llamacpp", lora_path=ggufs[variant], **common) for variant in ggufs}
+    reference = {variant: LlmConfig(backend="transformers", lora_path=str(work / variant / "adapter"), **common)
+                 for variant in ggufs}
+    results: dict[str, dict] = {"llamacpp": evaluate(llama, cases, prompt_timing=True)}
+    print("[bench] llama.cpp done", flush=True)
+    results["transformers"] = evaluate(reference, cases[:args.reference_cases], prompt_timing=False)
+    print("[bench] transformers done", flush=True)
+    # the ablation: does the model use the features at all?
+    results["llamacpp, features of another case"] = evaluate(llama, cases, prompt_timing=False,
+                                                             shift_features=len(cases) // 2)
     for pair in results.values():
         assert not pair["text"]["soft_prompt"] and pair["soft"]["soft_prompt"], "soft prompt on/off as intended"
     ratios = {backend: compare(pair["text"], pair["soft"]) for backend, pair in results.items()}
