@@ -62,6 +62,7 @@ RESULTS = REPO / "bench" / "results" / "soft_prompt.json"
 BASE_CONFIG = REPO / "configs" / "smollm2_softprompt.yaml"
 GOAL_ACCURACY = 0.95   # soft accuracy / text accuracy
 GOAL_SPEEDUP = 2.0     # text latency / soft latency
+TRAIN_SEED, HELD_OUT_SEED = 11, 12  # generate-data seeds of the training rows and the held-out cases
 
 
 def _p50(values: list[float]) -> float:
@@ -72,8 +73,8 @@ def write_data(work: Path, rows: int, cases: int) -> tuple[Path, Path]:
     from fatigue_llm.training.generate import generate_cases, write_csv
 
     train, held_out = work / "train.csv", work / "held_out.csv"
-    write_csv(train, generate_cases(rows, seed=11))
-    write_csv(held_out, generate_cases(max(cases * 2, 20), seed=12))  # unanswerable ones are dropped later
+    write_csv(train, generate_cases(rows, seed=TRAIN_SEED))
+    write_csv(held_out, generate_cases(max(cases * 2, 20), seed=HELD_OUT_SEED))  # unanswerable ones are dropped later
     return train, held_out
 
 
@@ -246,10 +247,9 @@ def tinyllama_latency(cases: list, n_tokens: int, threads: int, work: Path, cach
     text, soft = answers["text"], answers["soft"]
     assert not text["soft_prompt"] and soft["soft_prompt"], "soft prompt on/off as intended"
     keys = ("cases", "evaluated_tokens_p50", "prompt_eval_s_p50", "ttft_s_p50", "latency_s_p50", "message_tokens_p50")
+    ratios = compare(text, soft)
     return {"text": {k: text[k] for k in keys}, "soft": {k: soft[k] for k in keys},
-            "prompt_eval_speedup": _ratio(text["prompt_eval_s_p50"], soft["prompt_eval_s_p50"]),
-            "ttft_speedup": _ratio(text["ttft_s_p50"], soft["ttft_s_p50"]),
-            "latency_speedup": _ratio(text["latency_s_p50"], soft["latency_s_p50"])}
+            **{k: ratios[k] for k in ("prompt_eval_speedup", "ttft_speedup", "latency_speedup")}}
 
 
 def feature_classifier(rows: int, cases: list) -> dict:
@@ -275,7 +275,7 @@ def feature_classifier(rows: int, cases: list) -> dict:
         return [*values, *mask, *(float(rule.level == level) for level in levels),
                 *(float(rule.action == action) for action in actions)]
 
-    train = generate_cases(rows, seed=11)  # write_data's training rows
+    train = generate_cases(rows, seed=TRAIN_SEED)  # write_data's training rows
     x_train = torch.tensor([inputs(c.features) for c in train])
     x_test = torch.tensor([inputs(c.features) for c in cases])
     scores = {}

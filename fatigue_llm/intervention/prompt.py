@@ -151,6 +151,11 @@ def render_case(retrieved: object, n_features: int = DEFAULT_EXAMPLE_FEATURES) -
     return f"{render_features(case.features, n_features)} -> {Level(case.level).name} {case.action}, eff {effect}"
 
 
+def feature_line(features: FatigueFeatures | dict) -> str:
+    """The user message's measurements line ("Now: PERCLOS .28, ..."), the text a soft prompt replaces."""
+    return f"Now: {render_features(features)}"
+
+
 def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str],
                 soft_prompt: bool = False) -> str:
     """The variable user message: measurements, the rule's level and action, examples.
@@ -160,7 +165,7 @@ def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples:
     feature projector's virtual tokens carry the measurements instead, placed right before this
     text (see ``build_messages``).
     """
-    lines = [] if soft_prompt else [f"Now: {render_features(features)}"]
+    lines = [] if soft_prompt else [feature_line(features)]
     lines.append(f"Rule: {rule.level.name} {rule.action}")
     if examples:
         lines.append("Cases:")

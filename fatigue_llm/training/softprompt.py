@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fatigue_llm.intervention.backends.base import soft_prompt_slot
 from fatigue_llm.intervention.projector import REFERENCE, FeatureProjector
-from fatigue_llm.intervention.prompt import render_features
+from fatigue_llm.intervention.prompt import feature_line
 from fatigue_llm.training.data import IGNORE_INDEX, Conversation, DataError, tokenize_conversation
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -75,7 +75,7 @@ def init_token_ids(tokenizer, n_tokens: int) -> list[int]:
     """The ``n_tokens`` tokens a ``projector.init: text`` soft prompt starts as: the first tokens of the
     feature line it replaces, as the text prompt renders it for a driver at the alert reference values
     ("Now: PERCLOS .05, ..."), repeated if that line were shorter."""
-    line = f"Now: {render_features({name: centre for name, (centre, _) in REFERENCE.items()})}"
+    line = feature_line({name: centre for name, (centre, _) in REFERENCE.items()})
     ids = list(tokenizer(line, add_special_tokens=False).input_ids)
     return [ids[i % len(ids)] for i in range(n_tokens)]
 
