@@ -21,10 +21,12 @@ Then, on llama.cpp, each case is shown another case's features with its own rule
 the accuracy lost is what each model took from the features, for the soft prompt from its virtual tokens alone.
 
 Per model: level / action accuracy against the labels, prompt tokens evaluated per request (prompt tokens +
-virtual ones - the cached system prefix), prompt-eval time p50 (llama.cpp: the evaluation of those tokens
-alone, timed separately from the same context state), time to the first decision token p50 and the total
-``engine.advise`` latency p50; then the soft / text ratios with 95 % paired bootstrap intervals for the
-accuracies, and whether the issue's goal (accuracy >= 95 % of the text prompt's at >= 2x lower latency) is met.
+virtual ones - those reused or restored from a saved state: the system prefix, and for the soft prompt the
+rule line before its virtual tokens once a request with that rule has run), prompt-eval time p50 (llama.cpp:
+the evaluation of those tokens alone, with any state restore, timed separately from the same context
+state), time to the first decision token p50 and the total ``engine.advise`` latency p50; then the soft /
+text ratios with 95 % paired bootstrap intervals for the accuracies, and whether the issue's goal is met
+(accuracy >= 95 % of the text prompt's at >= 2x lower latency).
 Two baselines put the accuracies in scale: copying the rule decision of the prompt, and a logistic regression
 on the features and the rule trained on the same rows (what the features can tell about the noisy labels).
 
@@ -118,8 +120,9 @@ def held_out(held_csv: Path, limit: int) -> list:
 
 
 def _prompt_eval_s(engine, features, rule) -> float:
-    """llama.cpp: seconds to evaluate one request's prompt after the cached prefix (tokens, virtual ones
-    included), from the state a request starts in (another prompt held in the context)."""
+    """llama.cpp: seconds to bring the context from the cached prefix to the end of one request's prompt
+    (tokens and virtual ones evaluated, saved states restored), from the state a request starts in (another
+    prompt held in the context)."""
     from fatigue_llm.intervention.backends.base import Deadline
 
     parts = engine._parts  # noqa: SLF001 - benchmark instrumentation

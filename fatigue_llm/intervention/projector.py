@@ -71,6 +71,11 @@ CLIP = 5.0
 BASELINE = 0.5  # the constant key component; smaller = deviations weigh more
 MLP_HIDDEN = 64
 BASE_KEY = "base"  # the safetensors name of the base tokens (not an MLP weight)
+# Where the prompt holds the virtual tokens (``prompt.build_messages(soft_prompt=True)``), saved with the
+# weights: a projector trained with them elsewhere must not be used. Files without it put them at the start
+# of the user turn, before the rule line (the layout until 2026-12-02).
+SLOT_LAYOUT = "after-rule-and-cases"
+OLD_SLOT_LAYOUT = "user-turn-start"
 
 
 def _values(features: FatigueFeatures | dict) -> dict:
@@ -131,6 +136,7 @@ class FeatureProjector:
         if base is not None and tuple(base.shape) != (n_tokens, hidden_size):
             raise ValueError(f"base must be {n_tokens}x{hidden_size}, got {tuple(base.shape)}")
         self.n_tokens, self.hidden_size, self.seed = n_tokens, hidden_size, seed
+        self.slot_layout = SLOT_LAYOUT
         self.embed_norm = float(embed_norm)
         self.mlp_hidden = int(mlp_hidden)
         generator = torch.Generator().manual_seed(seed)
@@ -195,7 +201,8 @@ class FeatureProjector:
         tensors = {name: tensor.detach().contiguous() for name, tensor in self.mlp.state_dict().items()}
         tensors[BASE_KEY] = self.base.detach().contiguous()
         meta = {"n_tokens": str(self.n_tokens), "hidden_size": str(self.hidden_size),
-                "seed": str(self.seed), "embed_norm": repr(self.embed_norm), "mlp_hidden": str(self.mlp_hidden)}
+                "seed": str(self.seed), "embed_norm": repr(self.embed_norm), "mlp_hidden": str(self.mlp_hidden),
+                "slot_layout": self.slot_layout}
         save_file(tensors, str(path), metadata=meta)
 
     @classmethod
@@ -211,6 +218,7 @@ class FeatureProjector:
             except (KeyError, ValueError) as error:
                 raise ValueError(f"{path}: not a FeatureProjector file ({error})") from None
             state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        projector.slot_layout = meta.get("slot_layout", OLD_SLOT_LAYOUT)
         base = state.pop(BASE_KEY, None)
         try:
             projector.mlp.load_state_dict(state)

@@ -78,7 +78,7 @@ def _soft_logits(backend, projector, case: Conversation, max_length: int):
     encoded = encode_soft(backend.tokenizer, soft_case, max_length, projector)
     with torch.inference_mode():
         embeds = splice(backend.model, projector, torch.tensor([encoded["input_ids"]]),
-                        torch.tensor([encoded["prefix_len"]]), torch.tensor([encoded["soft_input"]]))
+                        torch.tensor([encoded["soft_start"]]), torch.tensor([encoded["soft_input"]]))
         return encoded, backend.model(inputs_embeds=embeds).logits[0].float().numpy()
 
 

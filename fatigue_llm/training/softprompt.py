@@ -1,14 +1,14 @@
 """Soft-prompt training: the feature projector trained together with the LoRA adapter (``projector.enabled``).
 
 The prompt is the engine's soft-prompt mode (``prompt.build_messages(soft_prompt=True)``): the feature
-text is left out and the projector's ``n_tokens`` virtual tokens go in at the soft-prompt slot, right after
-the fixed prefix (system turn + user header, ``backends.base.soft_prompt_slot``), as both backends put them
-at inference. Each training example holds
+text is left out and the projector's ``n_tokens`` virtual tokens go in at the soft-prompt slot, the end of the
+user turn's content (after the rule line, any cases and "Now:", ``backends.base.soft_prompt_slot``), as both
+backends put them at inference. Each training example holds
 
 - ``input_ids`` / ``labels``: the engine's prompt tokens with ``n_tokens`` placeholder ids at the slot
   (their labels masked), then the answer (labelled) as in ``data.tokenize_conversation``;
-- ``prefix_len``: the slot's position (= the fixed prefix's length), ``soft_input``: the projector's input
-  (normalised features + mask).
+- ``prefix_len``: the fixed prefix's length (system turn + user header, the same in every example),
+  ``soft_start``: the slot's position, ``soft_input``: the projector's input (normalised features + mask).
 
 ``prompt_trainer`` (a subclass of whatever Trainer class the run uses) replaces the placeholder embeddings
 with the projector's output before the model's forward (``splice``), so the loss reaches the projector;
@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fatigue_llm.intervention.backends.base import soft_prompt_slot
+from fatigue_llm.intervention.backends.base import fixed_prefix_tokens, soft_prompt_slot
 from fatigue_llm.intervention.projector import REFERENCE, FeatureProjector
-from fatigue_llm.intervention.prompt import feature_line
+from fatigue_llm.intervention.prompt import FEATURE_LABEL, feature_line
 from fatigue_llm.training.data import IGNORE_INDEX, Conversation, DataError, tokenize_conversation
 
 PROJECTOR_FILE = "projector.safetensors"
-PREFIX_KEYS = ("prefix_len", "soft_input")
+PREFIX_KEYS = ("prefix_len", "soft_start", "soft_input")
 
 
 def render_ids(tokenizer):
@@ -54,7 +54,8 @@ def encode_soft(tokenizer, conversation: Conversation, max_length: int, projecto
         raise DataError("projector.enabled needs case data (cases CSV) whose rows carry features; this example "
                         "has none (Alpaca / messages data)")
     encoded = tokenize_conversation(tokenizer, conversation, max_length - projector.n_tokens)
-    slot = soft_prompt_slot(render_ids(tokenizer), conversation.prompt)
+    render = render_ids(tokenizer)
+    slot = soft_prompt_slot(render, conversation.prompt)
     ids, labels = encoded["input_ids"], encoded["labels"]
     if any(label != IGNORE_INDEX for label in labels[:slot]):
         raise DataError("the soft-prompt slot falls inside the answer")
@@ -62,22 +63,30 @@ def encode_soft(tokenizer, conversation: Conversation, max_length: int, projecto
     n = projector.n_tokens
     return {"input_ids": [*ids[:slot], *([pad] * n), *ids[slot:]],
             "labels": [*labels[:slot], *([IGNORE_INDEX] * n), *labels[slot:]],
-            "prefix_len": slot, "soft_input": [float(x) for x in projector.input_vector(conversation.features)]}
+            "prefix_len": fixed_prefix_len(render, conversation), "soft_start": slot,
+            "soft_input": [float(x) for x in projector.input_vector(conversation.features)]}
+
+
+def fixed_prefix_len(render, conversation: Conversation) -> int:
+    """Tokens of the prompt that depend only on the turns before the last one (what ``frozen_prefix`` shares)."""
+    return len(fixed_prefix_tokens(render, conversation.prompt[:-1]))
 
 
 def encode_text(tokenizer, conversation: Conversation, max_length: int) -> dict:
     """``tokenize_conversation`` plus ``prefix_len`` (for ``training.frozen_prefix`` without a projector)."""
     encoded = tokenize_conversation(tokenizer, conversation, max_length)
-    return {**encoded, "prefix_len": soft_prompt_slot(render_ids(tokenizer), conversation.prompt)}
+    return {**encoded, "prefix_len": fixed_prefix_len(render_ids(tokenizer), conversation)}
 
 
 def init_token_ids(tokenizer, n_tokens: int) -> list[int]:
     """The ``n_tokens`` tokens a ``projector.init: text`` soft prompt starts as: the first tokens of the
-    feature line it replaces, as the text prompt renders it for a driver at the alert reference values
-    ("Now: PERCLOS .05, ..."), repeated if that line were shorter."""
-    line = feature_line({name: centre for name, (centre, _) in REFERENCE.items()})
-    ids = list(tokenizer(line, add_special_tokens=False).input_ids)
-    return [ids[i % len(ids)] for i in range(n_tokens)]
+    measurements it replaces, as the text prompt renders them after "Now:" for a driver at the alert
+    reference values (" PERCLOS .05, ..."), repeated if they were fewer."""
+    ids = list(tokenizer(feature_line({name: centre for name, (centre, _) in REFERENCE.items()}),
+                         add_special_tokens=False).input_ids)
+    label = list(tokenizer(FEATURE_LABEL, add_special_tokens=False).input_ids)
+    values = ids[len(label):] if ids[:len(label)] == label and len(ids) > len(label) else ids
+    return [values[i % len(values)] for i in range(n_tokens)]
 
 
 def make_projector(model, n_tokens: int, hidden: int, seed: int, init_ids: list[int] | None = None) -> FeatureProjector:
@@ -108,6 +117,9 @@ def load_weights(projector: FeatureProjector, path: Path) -> None:
         raise DataError(f"{path}: projector {saved.n_tokens}x{saved.hidden_size} (hidden {saved.mlp_hidden}) does "
                         f"not fit the run's {projector.n_tokens}x{projector.hidden_size} "
                         f"(hidden {projector.mlp_hidden})")
+    if saved.slot_layout != projector.slot_layout:
+        raise DataError(f"{path}: projector trained with its virtual tokens at '{saved.slot_layout}' of the prompt, "
+                        f"this run puts them at '{projector.slot_layout}': start a fresh run")
     with torch.no_grad():
         projector.mlp.load_state_dict(saved.mlp.state_dict())
         projector.base.copy_(saved.base)
@@ -130,9 +142,9 @@ def splice(model, projector: FeatureProjector, input_ids, soft_start, soft_input
 
 
 def model_inputs(model, inputs: dict, projector: FeatureProjector | None, frozen_prefix: bool) -> dict:
-    """The keyword arguments of the model's forward for one collated batch (``prefix_len`` / ``soft_input``
-    consumed): the spliced soft prompt, and with ``frozen_prefix`` the shared prefix as a no-grad KV cache
-    with only the rest of the rows left to run."""
+    """The keyword arguments of the model's forward for one collated batch (``prefix_len`` / ``soft_start`` /
+    ``soft_input`` consumed): the spliced soft prompt, and with ``frozen_prefix`` the shared prefix as a no-grad
+    KV cache with only the rest of the rows left to run."""
     import torch
 
     inputs = dict(inputs)
@@ -149,8 +161,9 @@ def model_inputs(model, inputs: dict, projector: FeatureProjector | None, frozen
             inputs["past_key_values"] = cache
             inputs["use_cache"] = True
             start = n
+    soft_start = inputs.pop("soft_start", None)
     if projector is not None:
-        inputs["inputs_embeds"] = splice(model, projector, ids[:, start:], prefix - start, vector)
+        inputs["inputs_embeds"] = splice(model, projector, ids[:, start:], soft_start - start, vector)
     else:
         inputs["input_ids"] = ids[:, start:]
     if start:
@@ -160,7 +173,7 @@ def model_inputs(model, inputs: dict, projector: FeatureProjector | None, frozen
 
 def collator(inner):
     """A data collator that pads as ``inner`` does (right padding: the slot positions stay put) and stacks
-    ``prefix_len`` / ``soft_input`` as tensors."""
+    ``prefix_len`` / ``soft_start`` / ``soft_input`` as tensors."""
     import torch
 
     if getattr(inner, "tokenizer", None) is not None:
@@ -169,8 +182,9 @@ def collator(inner):
     def collate(features: list[dict]) -> dict:
         extra = {key: [item[key] for item in features] for key in PREFIX_KEYS if key in features[0]}
         batch = inner([{k: v for k, v in item.items() if k not in PREFIX_KEYS} for item in features])
-        if "prefix_len" in extra:
-            batch["prefix_len"] = torch.tensor(extra["prefix_len"], dtype=torch.long)
+        for key in ("prefix_len", "soft_start"):
+            if key in extra:
+                batch[key] = torch.tensor(extra[key], dtype=torch.long)
         if "soft_input" in extra:
             batch["soft_input"] = torch.tensor(extra["soft_input"], dtype=torch.float32)
         return batch

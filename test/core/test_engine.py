@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from fatigue_llm.features.types import FatigueFeatures
-from fatigue_llm.intervention.backends.base import Backend, Generation
+from fatigue_llm.intervention.backends.base import Backend, BackendError, Generation
 from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.engine import EngineError, InterventionEngine, rule_decision_for
 from fatigue_llm.intervention.models import ModelError
@@ -183,3 +183,16 @@ def test_transformers_engine_uses_a_trained_projector_as_soft_prompt(tmp_path):
     finally:
         engine.close()
     assert decision.level >= Level.WARNING and decision.source in (Source.LOCAL_LLM, Source.RULE)
+    # a projector trained before the virtual tokens moved to the end of the user turn (no layout in its file)
+    # would be fed where it never learned to be: the engine refuses it by name
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(model / "projector.safetensors"), framework="pt") as handle:
+        meta = {k: v for k, v in handle.metadata().items() if k != "slot_layout"}
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    save_file(tensors, str(model / "projector.safetensors"), metadata=meta)
+    old = InterventionEngine(config, state_dir=tmp_path / "c")
+    with pytest.raises(BackendError, match=r"projector.safetensors: projector trained with its virtual tokens at "
+                                           r"'user-turn-start'.*retrain"):
+        old.load()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from fatigue_llm.intervention.config import InterventionConfig
 from fatigue_llm.intervention.engine import rule_decision_for
 from fatigue_llm.intervention.projector import FeatureProjector
 from fatigue_llm.intervention.prompt import build_messages
+from fatigue_llm.intervention.types import Level
 from fatigue_llm.training.config import load_run_config
 from fatigue_llm.training.data import IGNORE_INDEX, case_conversation, read_cases_csv
 
@@ -55,12 +57,19 @@ def test_projector_section_defaults_off_and_is_validated(tmp_path):
     assert shipped.projector.n_tokens == 4  # the llm node's default prefix_tokens
 
 
-def test_soft_prompt_mode_leaves_out_the_feature_text_only():
+def test_soft_prompt_mode_leaves_out_the_measurements_and_ends_with_their_label():
     rule = rule_decision_for(TIRED, RULES)
     text = build_messages(TIRED, rule)[1]["content"]
     soft = build_messages(TIRED, rule, soft_prompt=True)[1]["content"]
     assert text.startswith("Now: ") and "PERCLOS" in text
-    assert soft == f"Rule: {rule.level.name} {rule.action}" and text.endswith(soft)
+    rule_line = f"Rule: {rule.level.name} {rule.action}"
+    assert text.endswith(rule_line) and soft == f"{rule_line}\nNow:"
+    # retrieved cases stay before the label: the virtual tokens come last, right before the end of turn
+    case = SimpleNamespace(case=SimpleNamespace(features=TIRED, level=Level.WARNING, action="suggest_break",
+                                               effectiveness=0.7))
+    with_cases = build_messages(TIRED, rule, [case], soft_prompt=True)[1]["content"].splitlines()
+    assert with_cases[0] == rule_line and with_cases[1] == "Cases:" and with_cases[-1] == "Now:"
+    assert "PERCLOS" in with_cases[2] and len(with_cases) == 4
 
 
 def test_projector_embed_is_differentiable_and_matches_soft_prompt(tmp_path):
@@ -97,11 +106,14 @@ def test_encode_soft_puts_masked_placeholders_at_the_slot_and_splice_fills_them(
     conversation = case_conversation(features, level, action, message, build)
     projector = FeatureProjector(4, 64, seed=0)
     item = encode_soft(tokenizer, conversation, 2048, projector)
-    slot = item["prefix_len"]
+    slot = item["soft_start"]
     prefix = fixed_prefix_tokens(render_ids(tokenizer), conversation.prompt[:1])
-    assert slot == len(prefix) and item["input_ids"][:slot] == prefix  # right after the cacheable prefix
-    assert item["labels"][slot:slot + 4] == [IGNORE_INDEX] * 4
+    assert item["prefix_len"] == len(prefix) and item["input_ids"][:len(prefix)] == prefix  # what frozen_prefix shares
     prompt = render_ids(tokenizer)(conversation.prompt)
+    # the slot: after the user turn's text ("...\nNow:"), before the template's end of turn
+    assert tokenizer.decode(prompt[len(prefix):slot]).endswith("\nNow:")
+    assert tokenizer.decode(prompt[slot:]).startswith(tokenizer.eos_token)
+    assert item["labels"][slot:slot + 4] == [IGNORE_INDEX] * 4
     assert item["input_ids"][:slot] + item["input_ids"][slot + 4:len(prompt) + 4] == prompt
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     ids = torch.tensor([item["input_ids"]])
@@ -177,9 +189,10 @@ def test_a_text_initialised_soft_prompt_starts_as_the_feature_lines_first_tokens
     from fatigue_llm.training.softprompt import init_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
-    line = "Now: " + render_features({name: REFERENCE[name][0] for name in FEATURE_NAMES})
-    start = tokenizer.decode(init_token_ids(tokenizer, 3))
-    assert line.startswith("Now: PERCLOS .05") and line.startswith(start) and len(start) >= 4, start
+    values = render_features({name: REFERENCE[name][0] for name in FEATURE_NAMES})
+    start = tokenizer.decode(init_token_ids(tokenizer, 3))  # what follows "Now:" in the text prompt
+    assert values.startswith("PERCLOS .05") and values.startswith(start.strip()) and len(start) >= 4, start
+    assert "Now" not in start
     projector = _initial_projector(tiny_llama, "text")
     table = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).get_input_embeddings().weight.detach()
     first = table[init_token_ids(tokenizer, 2)]
@@ -273,9 +286,16 @@ def test_llamacpp_soft_prompt_generation_reuses_the_prefix_and_counts_virtual_to
     plain = backend.generate(MESSAGES, 16, 60.0, json_schema=schema)
     assert json.loads(first.text)["level"] in ("WARNING", "CRITICAL") and first.text == again.text
     prompt = len(backend.render_tokens(MESSAGES))
-    assert (first.cached_tokens, first.prompt_tokens) == (cached, prompt + 4)
-    assert again.cached_tokens == cached  # the virtual positions are never reused from the context
-    assert (plain.cached_tokens, plain.prompt_tokens) == (cached, prompt)
+    slot = backend._slot(MESSAGES, backend.render_tokens(MESSAGES))
+    assert (first.cached_tokens, first.prompt_tokens) == (cached, prompt + 4) and cached < slot < prompt
+    assert again.cached_tokens == slot  # the rule line is reused, the virtual positions never are
+    assert (plain.cached_tokens, plain.prompt_tokens) == (slot, prompt)  # the text held before the virtual ones
+    # another rule line in between: the first one's state comes back from the saved states, with the same answer
+    other = [MESSAGES[0], {"role": "user", "content": "Rule: CRITICAL pull_over"}]
+    backend.generate(other, 16, 60.0, json_schema=schema, prefix_embeds=soft)
+    restores = backend.slot_restores
+    back = backend.generate(MESSAGES, 16, 60.0, json_schema=schema, prefix_embeds=soft)
+    assert backend.slot_restores == restores + 1 and back.cached_tokens == slot and back.text == first.text
 
 
 # --- the trained projector in the engine on llama.cpp (embedded SmolLM2) -------------------------------------
@@ -318,10 +338,11 @@ output: {{dir: run}}
                                parts.projector)
             rule = rule_decision_for(features, RULES)
             messages = engine.request_messages(features, rule, [])
-            assert "Now:" not in messages[1]["content"]
+            assert messages[1]["content"].endswith("\nNow:") and "PERCLOS" not in messages[1]["content"]
             engine_ids = parts.backend.render_tokens(messages)
-            slot = item["prefix_len"]
-            assert slot == engine.prefix_tokens_cached == parts.backend._slot(messages, engine_ids)
+            slot = item["soft_start"]
+            assert item["prefix_len"] == engine.prefix_tokens_cached
+            assert slot == parts.backend._slot(messages, engine_ids) > item["prefix_len"]
             prompt = [t for t, label in zip(item["input_ids"], item["labels"], strict=True) if label == IGNORE_INDEX]
             assert prompt[:slot] + prompt[slot + 4:] == engine_ids  # HF tokenizer + template == llama.cpp's
         decision = engine.advise(TIRED, rule_decision_for(TIRED, RULES))

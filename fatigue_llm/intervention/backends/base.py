@@ -18,8 +18,9 @@ from dataclasses import dataclass
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 TextListener = Callable[[str], None]  # called with the answer text generated so far, as it grows
 
-# Two user turns that differ from their first character: the token prefix shared by their renders
-# is the part of a prompt that depends on the system message alone, i.e. what can be cached.
+# Two user turns that differ in their first and last character: the token prefix shared by their renders
+# is the part of a prompt that depends on the system message alone (what can be cached), the suffix
+# shared is the template's end of turn and generation prompt.
 _PLACEHOLDERS = ("A", "Z")
 
 
@@ -150,12 +151,28 @@ def fixed_prefix_tokens(render_tokens, messages: Sequence[Message]) -> list[int]
     return list(renders[0][: common_prefix_len(*renders)])
 
 
-def soft_prompt_slot(render_tokens, messages: Sequence[Message]) -> int:
-    """Where a soft prompt goes in the prompt tokens of ``messages``: right after the tokens that depend
-    only on the turns before the last one (the system turn and the last turn's header, i.e. the fixed
-    prefix a backend caches), so the cached KV state of that prefix stays valid. Training splices the
-    projector's output in at the same place (``training/softprompt.py``)."""
-    return len(fixed_prefix_tokens(render_tokens, list(messages)[:-1]))
+def turn_tail_tokens(render_tokens, messages: Sequence[Message]) -> list[int]:
+    """Tokens a prompt ends with after the last turn's content, whatever that content: the template's
+    end of turn and the generation prompt (``messages``' last turn is the one replaced)."""
+    renders = [render_tokens([*list(messages)[:-1], {"role": "user", "content": p}]) for p in _PLACEHOLDERS]
+    n = 0
+    while n < min(map(len, renders)) and renders[0][-1 - n] == renders[1][-1 - n]:
+        n += 1
+    return list(renders[0][len(renders[0]) - n:])
+
+
+def soft_prompt_slot(render_tokens, messages: Sequence[Message], tokens: Sequence[int] | None = None) -> int:
+    """Where a soft prompt goes in the prompt tokens of ``messages`` (``tokens``, rendered when not given):
+    at the end of the last (user) turn's content, before the template's end of turn and generation prompt
+    (``turn_tail_tokens``). Everything before the slot (system turn, the rule line, the cases) is text that
+    repeats across requests while the rule decision holds, so a backend can keep its KV state; only the
+    virtual tokens and the tail are evaluated per request. Training splices the projector's output in at
+    the same place (``training/softprompt.py``). Raises BackendError when the prompt does not end with the tail."""
+    tokens = list(render_tokens(messages) if tokens is None else tokens)
+    tail = turn_tail_tokens(render_tokens, messages)
+    if tokens[len(tokens) - len(tail):] != tail:
+        raise BackendError("the prompt does not end with its chat template's end of turn: no soft-prompt slot")
+    return len(tokens) - len(tail)
 
 
 def log_softmax_at(logits, token: int) -> float:

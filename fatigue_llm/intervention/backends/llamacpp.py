@@ -12,11 +12,14 @@
   (llama.cpp keeps the previous prompt), and when that is less than the fixed prefix (another
   prompt ran in between) it restores the saved state instead of re-evaluating the prefix;
 - soft prompts (``prefix_embeds``, the feature projector's virtual tokens): the prompt tokens up to the
-  soft-prompt slot (the fixed prefix, ``base.soft_prompt_slot``) are evaluated (or reused) as usual, the
-  virtual tokens go in as one ``llama_batch`` of embeddings (``batch.embd``: they enter the model where
-  token embeddings would, after the ``token_embd`` lookup; llama-architecture models scale nothing there,
-  as llama.cpp's multimodal path relies on), then the rest of the prompt. The context marks the virtual
-  positions with ``SOFT_TOKEN`` (no token id), so a later request reuses the context only up to the slot.
+  soft-prompt slot (the end of the user turn's content, ``base.soft_prompt_slot``) are reused from the
+  context, restored from a saved state or evaluated, the virtual tokens go in as one ``llama_batch`` of
+  embeddings (``batch.embd``: they enter the model where token embeddings would, after the ``token_embd``
+  lookup; llama-architecture models scale nothing there, as llama.cpp's multimodal path relies on), then
+  the template's end of turn. The text before the slot is the rule line (and retrieved cases), which
+  repeats while a rule decision holds: the states of the last ``SLOT_STATES`` such texts are kept, so a
+  request evaluates only its virtual tokens and the end of turn. The context marks the virtual positions
+  with ``SOFT_TOKEN`` (no token id), so a later request reuses the context only up to the slot.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +47,7 @@ from fatigue_llm.intervention.backends.base import (
     fixed_prefix_tokens,
     log_softmax_at,
     soft_prompt_slot,
+    turn_tail_tokens,
 )
 from fatigue_llm.intervention.backends.structured import (
     StructuredDecoder,
@@ -55,6 +60,7 @@ from fatigue_llm.intervention.models import ModelError, is_gguf
 
 EVAL_CHUNK = 64  # prompt tokens evaluated between deadline checks
 SOFT_TOKEN = -1  # what the context's token list holds at a virtual (embedding) position: equal to no token
+SLOT_STATES = 8  # saved context states of the text before a soft prompt (one per rule line: a few MB each)
 # A JSON string character: the generic rule also allows raw control characters (newlines, tabs),
 # which are invalid JSON and would let a small model spend its token budget on whitespace.
 _ANY_CHAR = 'char ::= [^"\\\\] |'
@@ -152,6 +158,9 @@ class LlamaCppBackend(Backend):
         self._render = self._make_renderer()
         self._prefix_tokens: list[int] = []
         self._prefix_state = None
+        self._slot_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()  # text before a soft prompt -> state
+        self._tail: list[int] | None = None  # the template's end of turn + generation prompt
+        self.slot_restores = 0
         self._grammars: dict[str, object] = {}
         self._decoder: StructuredDecoder | None = None
         self.template_decoding = template_decoding
@@ -199,6 +208,7 @@ class LlamaCppBackend(Backend):
             self._eval(tokens, Deadline(float("inf")))
             self._prefix_tokens = tokens
             self._prefix_state = self._save_state()
+            self._slot_states.clear()  # they begin with the old prefix
             if self.template_decoding:
                 self._structured_decoder()  # at load time rather than on the first request
             return len(tokens)
@@ -216,16 +226,19 @@ class LlamaCppBackend(Backend):
         return bytes(buffer)[:written]
 
     def _load_prefix_state(self) -> None:
+        self._load_state(self._prefix_state, self._prefix_tokens)
+
+    def _load_state(self, state: bytes, tokens: Sequence[int]) -> None:
+        """Restore a saved context ``state`` that holds ``tokens``."""
         import ctypes
 
         import llama_cpp
 
-        state = self._prefix_state
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buffer, len(state)) != len(state):
-            raise BackendError("llama.cpp could not restore the cached prompt prefix")
-        n = len(self._prefix_tokens)
-        self.llm.input_ids[:n] = self._prefix_tokens
+            raise BackendError("llama.cpp could not restore a cached prompt state")
+        n = len(tokens)
+        self.llm.input_ids[:n] = tokens
         self.llm.n_tokens = n
 
     def _reuse(self, tokens: list[int]) -> int:
@@ -291,28 +304,49 @@ class LlamaCppBackend(Backend):
         return data
 
     def _slot(self, messages: Sequence[Message], tokens: list[int]) -> int:
-        """Index of the soft-prompt slot in ``tokens`` (the fixed prefix's length, see ``soft_prompt_slot``)."""
-        prefix = self._prefix_tokens
-        if prefix and tokens[: len(prefix)] == prefix and len(messages) >= 2:
-            return len(prefix)
-        return soft_prompt_slot(self.render_tokens, messages)
+        """Index of the soft-prompt slot in ``tokens``: before the template's end of turn (``soft_prompt_slot``)."""
+        if self._tail is None:
+            self._tail = turn_tail_tokens(self.render_tokens, messages)
+        tail = self._tail
+        if tail and tokens[len(tokens) - len(tail):] == tail:
+            return len(tokens) - len(tail)
+        return soft_prompt_slot(self.render_tokens, messages, tokens)
 
     def _prime(self, tokens: list[int], soft: np.ndarray | None, slot: int, deadline: Deadline
                ) -> tuple[int, list[int]]:
         """Bring the context up to the prompt: (cached tokens reused, the prompt as the context holds it).
 
         Without a soft prompt only the reusable part is set (the caller evaluates the rest); with one,
-        the tokens up to ``slot`` and the virtual tokens are evaluated and the returned prompt has
-        ``SOFT_TOKEN`` at the virtual positions."""
+        the tokens up to ``slot`` are reused, restored (``_slot_states``) or evaluated (and their state
+        kept), then the virtual tokens evaluated; the returned prompt has ``SOFT_TOKEN`` at the virtual
+        positions."""
         cached = self._reuse(tokens)
         if soft is None:
             self.llm.n_tokens = cached
             return cached, tokens
         cached = min(cached, slot)
         self.llm.n_tokens = cached
-        self._eval(tokens[cached:slot], deadline)
+        if cached < slot:
+            cached = self._restore_or_eval(tokens[:slot], cached, deadline)
         self._eval_embeds(soft, deadline)
         return cached, [*tokens[:slot], *([SOFT_TOKEN] * len(soft)), *tokens[slot:]]
+
+    def _restore_or_eval(self, text_tokens: list[int], held: int, deadline: Deadline) -> int:
+        """Bring the context from ``held`` tokens to all of ``text_tokens`` (the text before a soft prompt):
+        from its saved state when there is one, else by evaluating them and saving the state. Returns the
+        tokens not evaluated."""
+        key = tuple(text_tokens)
+        state = self._slot_states.get(key)
+        if state is not None:
+            self._slot_states.move_to_end(key)
+            self._load_state(state, text_tokens)
+            self.slot_restores += 1
+            return len(text_tokens)
+        self._eval(text_tokens[held:], deadline)
+        self._slot_states[key] = self._save_state()
+        while len(self._slot_states) > SLOT_STATES:
+            self._slot_states.popitem(last=False)
+        return held
 
     # --- generation --------------------------------------------------------------------------------
     def _grammar(self, json_schema: dict):
@@ -470,6 +504,7 @@ class LlamaCppBackend(Backend):
                 self.llm.close()
                 self.llm = None
             self._prefix_state = None
+            self._slot_states.clear()
 
 
 class _LlamaContext:
