@@ -221,7 +221,7 @@ class InterventionEngine:
         projector = FeatureProjector.load(weights)
         if projector.slot_layout != SLOT_LAYOUT:
             raise BackendError(f"{weights}: projector trained with its virtual tokens at '{projector.slot_layout}' of "
-                               f"the prompt; the engine puts them at '{SLOT_LAYOUT}' (end of the user turn): retrain "
+                               f"the prompt; the engine puts them at '{SLOT_LAYOUT}' (the end of the prompt): retrain "
                                f"it with `fatigue-llm train`")
         if projector.hidden_size != backend.hidden_size or projector.n_tokens != self.config.prefix_tokens:
             raise BackendError(f"{weights}: projector {projector.n_tokens}x{projector.hidden_size} does not "

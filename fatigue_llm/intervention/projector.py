@@ -71,10 +71,10 @@ CLIP = 5.0
 BASELINE = 0.5  # the constant key component; smaller = deviations weigh more
 MLP_HIDDEN = 64
 BASE_KEY = "base"  # the safetensors name of the base tokens (not an MLP weight)
-# Where the prompt holds the virtual tokens (``prompt.build_messages(soft_prompt=True)``), saved with the
-# weights: a projector trained with them elsewhere must not be used. Files without it put them at the start
-# of the user turn, before the rule line (the layout until 2026-12-02).
-SLOT_LAYOUT = "after-rule-and-cases"
+# Where the prompt holds the virtual tokens (``backends.base.soft_prompt_slot``), saved with the weights: a
+# projector trained with them elsewhere must not be used. Files without it put them at the start of the user
+# turn, before the rule line (the layout until 2026-12-02).
+SLOT_LAYOUT = "before-answer"
 OLD_SLOT_LAYOUT = "user-turn-start"
 
 

@@ -151,12 +151,9 @@ def render_case(retrieved: object, n_features: int = DEFAULT_EXAMPLE_FEATURES) -
     return f"{render_features(case.features, n_features)} -> {Level(case.level).name} {case.action}, eff {effect}"
 
 
-FEATURE_LABEL = "Now:"  # what the measurements follow: their text, or a soft prompt's virtual tokens
-
-
 def feature_line(features: FatigueFeatures | dict) -> str:
     """The user message's measurements line ("Now: PERCLOS .28, ..."), the text a soft prompt replaces."""
-    return f"{FEATURE_LABEL} {render_features(features)}"
+    return f"Now: {render_features(features)}"
 
 
 def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples: Sequence[str],
@@ -164,17 +161,15 @@ def user_prompt(features: FatigueFeatures, rule: InterventionDecision, examples:
     """The variable user message: measurements, the rule's level and action, examples.
 
     The rule's reasons are not repeated: they restate measurements of the "Now" line against the
-    thresholds the system prompt gives. With ``soft_prompt`` the measurements are left out: the
-    message is the rule line, the examples, and the bare "Now:" label last, which the feature
-    projector's virtual tokens follow (the soft-prompt slot, see ``build_messages``).
+    thresholds the system prompt gives. With ``soft_prompt`` the "Now" line is left out: the
+    feature projector's virtual tokens carry the measurements instead (see ``build_messages``).
     """
-    if soft_prompt:
-        return "\n".join([f"Rule: {rule.level.name} {rule.action}", *_case_lines(examples), FEATURE_LABEL])
-    return "\n".join([feature_line(features), f"Rule: {rule.level.name} {rule.action}", *_case_lines(examples)])
-
-
-def _case_lines(examples: Sequence[str]) -> list[str]:
-    return ["Cases:", *examples] if examples else []
+    lines = [] if soft_prompt else [feature_line(features)]
+    lines.append(f"Rule: {rule.level.name} {rule.action}")
+    if examples:
+        lines.append("Cases:")
+        lines.extend(examples)
+    return "\n".join(lines)
 
 
 def build_messages(
@@ -193,10 +188,10 @@ def build_messages(
     measurements and the rule line themselves are never cut.
 
     ``soft_prompt``: the feature text is left out of the user message; the backend puts the
-    projector's virtual tokens at the *soft-prompt slot*, the end of the user turn's content (after
-    "Now:", before the end of turn, ``soft_prompt_slot``). All text before them repeats while the
-    rule decision holds, so its KV state is reused and a request evaluates only the virtual tokens and
-    the end of turn. Training renders its examples the same way.
+    projector's virtual tokens at the *soft-prompt slot*, the end of the prompt, right before the
+    answer (``soft_prompt_slot``). All text before them repeats while the rule decision holds, so its
+    KV state is reused and a request evaluates only the virtual tokens. Training renders its examples
+    the same way.
     """
     count = count_tokens or (lambda text: max(1, len(text) // 3))
     examples = [render_case(item) for item in retrieved]

@@ -2,8 +2,8 @@
 
 The prompt is the engine's soft-prompt mode (``prompt.build_messages(soft_prompt=True)``): the feature
 text is left out and the projector's ``n_tokens`` virtual tokens go in at the soft-prompt slot, the end of the
-user turn's content (after the rule line, any cases and "Now:", ``backends.base.soft_prompt_slot``), as both
-backends put them at inference. Each training example holds
+prompt right before the answer (``backends.base.soft_prompt_slot``), as both backends put them at inference.
+Each training example holds
 
 - ``input_ids`` / ``labels``: the engine's prompt tokens with ``n_tokens`` placeholder ids at the slot
   (their labels masked), then the answer (labelled) as in ``data.tokenize_conversation``;
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fatigue_llm.intervention.backends.base import fixed_prefix_tokens, soft_prompt_slot
 from fatigue_llm.intervention.projector import REFERENCE, FeatureProjector
-from fatigue_llm.intervention.prompt import FEATURE_LABEL, feature_line
+from fatigue_llm.intervention.prompt import feature_line
 from fatigue_llm.training.data import IGNORE_INDEX, Conversation, DataError, tokenize_conversation
 
 PROJECTOR_FILE = "projector.safetensors"
@@ -55,7 +55,7 @@ def encode_soft(tokenizer, conversation: Conversation, max_length: int, projecto
                         "has none (Alpaca / messages data)")
     encoded = tokenize_conversation(tokenizer, conversation, max_length - projector.n_tokens)
     render = render_ids(tokenizer)
-    slot = soft_prompt_slot(render, conversation.prompt)
+    slot = soft_prompt_slot(render(conversation.prompt))
     ids, labels = encoded["input_ids"], encoded["labels"]
     if any(label != IGNORE_INDEX for label in labels[:slot]):
         raise DataError("the soft-prompt slot falls inside the answer")
@@ -80,13 +80,11 @@ def encode_text(tokenizer, conversation: Conversation, max_length: int) -> dict:
 
 def init_token_ids(tokenizer, n_tokens: int) -> list[int]:
     """The ``n_tokens`` tokens a ``projector.init: text`` soft prompt starts as: the first tokens of the
-    measurements it replaces, as the text prompt renders them after "Now:" for a driver at the alert
-    reference values (" PERCLOS .05, ..."), repeated if they were fewer."""
-    ids = list(tokenizer(feature_line({name: centre for name, (centre, _) in REFERENCE.items()}),
-                         add_special_tokens=False).input_ids)
-    label = list(tokenizer(FEATURE_LABEL, add_special_tokens=False).input_ids)
-    values = ids[len(label):] if ids[:len(label)] == label and len(ids) > len(label) else ids
-    return [values[i % len(values)] for i in range(n_tokens)]
+    feature line it replaces, as the text prompt renders it for a driver at the alert reference values
+    ("Now: PERCLOS .05, ..."), repeated if that line were shorter."""
+    line = feature_line({name: centre for name, (centre, _) in REFERENCE.items()})
+    ids = list(tokenizer(line, add_special_tokens=False).input_ids)
+    return [ids[i % len(ids)] for i in range(n_tokens)]
 
 
 def make_projector(model, n_tokens: int, hidden: int, seed: int, init_ids: list[int] | None = None) -> FeatureProjector:

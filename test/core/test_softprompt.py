@@ -57,19 +57,16 @@ def test_projector_section_defaults_off_and_is_validated(tmp_path):
     assert shipped.projector.n_tokens == 4  # the llm node's default prefix_tokens
 
 
-def test_soft_prompt_mode_leaves_out_the_measurements_and_ends_with_their_label():
+def test_soft_prompt_mode_leaves_out_the_feature_text_only():
     rule = rule_decision_for(TIRED, RULES)
     text = build_messages(TIRED, rule)[1]["content"]
     soft = build_messages(TIRED, rule, soft_prompt=True)[1]["content"]
     assert text.startswith("Now: ") and "PERCLOS" in text
-    rule_line = f"Rule: {rule.level.name} {rule.action}"
-    assert text.endswith(rule_line) and soft == f"{rule_line}\nNow:"
-    # retrieved cases stay before the label: the virtual tokens come last, right before the end of turn
+    assert soft == f"Rule: {rule.level.name} {rule.action}" and text.endswith(soft)
     case = SimpleNamespace(case=SimpleNamespace(features=TIRED, level=Level.WARNING, action="suggest_break",
                                                effectiveness=0.7))
     with_cases = build_messages(TIRED, rule, [case], soft_prompt=True)[1]["content"].splitlines()
-    assert with_cases[0] == rule_line and with_cases[1] == "Cases:" and with_cases[-1] == "Now:"
-    assert "PERCLOS" in with_cases[2] and len(with_cases) == 4
+    assert with_cases[:2] == [soft, "Cases:"] and "PERCLOS" in with_cases[2] and len(with_cases) == 3
 
 
 def test_projector_embed_is_differentiable_and_matches_soft_prompt(tmp_path):
@@ -110,11 +107,8 @@ def test_encode_soft_puts_masked_placeholders_at_the_slot_and_splice_fills_them(
     prefix = fixed_prefix_tokens(render_ids(tokenizer), conversation.prompt[:1])
     assert item["prefix_len"] == len(prefix) and item["input_ids"][:len(prefix)] == prefix  # what frozen_prefix shares
     prompt = render_ids(tokenizer)(conversation.prompt)
-    # the slot: after the user turn's text ("...\nNow:"), before the template's end of turn
-    assert tokenizer.decode(prompt[len(prefix):slot]).endswith("\nNow:")
-    assert tokenizer.decode(prompt[slot:]).startswith(tokenizer.eos_token)
-    assert item["labels"][slot:slot + 4] == [IGNORE_INDEX] * 4
-    assert item["input_ids"][:slot] + item["input_ids"][slot + 4:len(prompt) + 4] == prompt
+    assert slot == len(prompt) and item["input_ids"][:slot] == prompt  # the whole prompt, then the virtual tokens
+    assert item["labels"][slot:slot + 4] == [IGNORE_INDEX] * 4 and item["labels"][slot + 4] != IGNORE_INDEX
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     ids = torch.tensor([item["input_ids"]])
     embeds = splice(model, projector, ids, torch.tensor([slot]), torch.tensor([item["soft_input"]]))
@@ -189,10 +183,9 @@ def test_a_text_initialised_soft_prompt_starts_as_the_feature_lines_first_tokens
     from fatigue_llm.training.softprompt import init_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
-    values = render_features({name: REFERENCE[name][0] for name in FEATURE_NAMES})
-    start = tokenizer.decode(init_token_ids(tokenizer, 3))  # what follows "Now:" in the text prompt
-    assert values.startswith("PERCLOS .05") and values.startswith(start.strip()) and len(start) >= 4, start
-    assert "Now" not in start
+    line = "Now: " + render_features({name: REFERENCE[name][0] for name in FEATURE_NAMES})
+    start = tokenizer.decode(init_token_ids(tokenizer, 3))
+    assert line.startswith("Now: PERCLOS .05") and line.startswith(start) and len(start) >= 4, start
     projector = _initial_projector(tiny_llama, "text")
     table = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).get_input_embeddings().weight.detach()
     first = table[init_token_ids(tokenizer, 2)]
@@ -246,11 +239,12 @@ MESSAGES = [{"role": "system", "content": "You advise a tired driver."},
 
 @pytest.mark.slow
 def test_llamacpp_embeddings_reproduce_tokens_and_match_transformers_inputs_embeds(smollm2):
-    from fatigue_llm.intervention.backends.base import soft_prompt_slot
+    from fatigue_llm.intervention.backends.base import fixed_prefix_tokens
 
     backend, model, tokenizer = smollm2
     ids = backend.render_tokens(MESSAGES)
-    slot = soft_prompt_slot(backend.render_tokens, MESSAGES)
+    # inside the prompt (after the system turn), so positions follow the virtual tokens to compare there too
+    slot = len(fixed_prefix_tokens(backend.render_tokens, MESSAGES[:1]))
     text = tokenizer("PERCLOS .22, blinks 31/min", add_special_tokens=False).input_ids
     table = model.get_input_embeddings().weight.detach()
     # SmolLM2 (llama): token embeddings enter the blocks unscaled, so a token's embedding row fed as an
@@ -286,10 +280,10 @@ def test_llamacpp_soft_prompt_generation_reuses_the_prefix_and_counts_virtual_to
     plain = backend.generate(MESSAGES, 16, 60.0, json_schema=schema)
     assert json.loads(first.text)["level"] in ("WARNING", "CRITICAL") and first.text == again.text
     prompt = len(backend.render_tokens(MESSAGES))
-    slot = backend._slot(MESSAGES, backend.render_tokens(MESSAGES))
-    assert (first.cached_tokens, first.prompt_tokens) == (cached, prompt + 4) and cached < slot < prompt
-    assert again.cached_tokens == slot  # the rule line is reused, the virtual positions never are
-    assert (plain.cached_tokens, plain.prompt_tokens) == (slot, prompt)  # the text held before the virtual ones
+    assert (first.cached_tokens, first.prompt_tokens) == (cached, prompt + 4)
+    assert again.cached_tokens == prompt  # the whole prompt before the virtual tokens is reused, they never are
+    assert (plain.cached_tokens, plain.prompt_tokens) == (prompt - 1, prompt)  # its last token again, for logits
+    slot = prompt
     # another rule line in between: the first one's state comes back from the saved states, with the same answer
     other = [MESSAGES[0], {"role": "user", "content": "Rule: CRITICAL pull_over"}]
     backend.generate(other, 16, 60.0, json_schema=schema, prefix_embeds=soft)
@@ -338,11 +332,11 @@ output: {{dir: run}}
                                parts.projector)
             rule = rule_decision_for(features, RULES)
             messages = engine.request_messages(features, rule, [])
-            assert messages[1]["content"].endswith("\nNow:") and "PERCLOS" not in messages[1]["content"]
+            assert "Now:" not in messages[1]["content"]
             engine_ids = parts.backend.render_tokens(messages)
             slot = item["soft_start"]
             assert item["prefix_len"] == engine.prefix_tokens_cached
-            assert slot == parts.backend._slot(messages, engine_ids) > item["prefix_len"]
+            assert slot == parts.backend._slot(messages, engine_ids) == len(engine_ids)
             prompt = [t for t, label in zip(item["input_ids"], item["labels"], strict=True) if label == IGNORE_INDEX]
             assert prompt[:slot] + prompt[slot + 4:] == engine_ids  # HF tokenizer + template == llama.cpp's
         decision = engine.advise(TIRED, rule_decision_for(TIRED, RULES))

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 TextListener = Callable[[str], None]  # called with the answer text generated so far, as it grows
 
-# Two user turns that differ in their first and last character: the token prefix shared by their renders
-# is the part of a prompt that depends on the system message alone (what can be cached), the suffix
-# shared is the template's end of turn and generation prompt.
+# Two user turns that differ from their first character: the token prefix shared by their renders
+# is the part of a prompt that depends on the system message alone, i.e. what can be cached.
 _PLACEHOLDERS = ("A", "Z")
 
 
@@ -151,28 +150,13 @@ def fixed_prefix_tokens(render_tokens, messages: Sequence[Message]) -> list[int]
     return list(renders[0][: common_prefix_len(*renders)])
 
 
-def turn_tail_tokens(render_tokens, messages: Sequence[Message]) -> list[int]:
-    """Tokens a prompt ends with after the last turn's content, whatever that content: the template's
-    end of turn and the generation prompt (``messages``' last turn is the one replaced)."""
-    renders = [render_tokens([*list(messages)[:-1], {"role": "user", "content": p}]) for p in _PLACEHOLDERS]
-    n = 0
-    while n < min(map(len, renders)) and renders[0][-1 - n] == renders[1][-1 - n]:
-        n += 1
-    return list(renders[0][len(renders[0]) - n:])
-
-
-def soft_prompt_slot(render_tokens, messages: Sequence[Message], tokens: Sequence[int] | None = None) -> int:
-    """Where a soft prompt goes in the prompt tokens of ``messages`` (``tokens``, rendered when not given):
-    at the end of the last (user) turn's content, before the template's end of turn and generation prompt
-    (``turn_tail_tokens``). Everything before the slot (system turn, the rule line, the cases) is text that
-    repeats across requests while the rule decision holds, so a backend can keep its KV state; only the
-    virtual tokens and the tail are evaluated per request. Training splices the projector's output in at
-    the same place (``training/softprompt.py``). Raises BackendError when the prompt does not end with the tail."""
-    tokens = list(render_tokens(messages) if tokens is None else tokens)
-    tail = turn_tail_tokens(render_tokens, messages)
-    if tokens[len(tokens) - len(tail):] != tail:
-        raise BackendError("the prompt does not end with its chat template's end of turn: no soft-prompt slot")
-    return len(tokens) - len(tail)
+def soft_prompt_slot(tokens: Sequence[int]) -> int:
+    """Where a soft prompt goes in the prompt ``tokens`` of a request: at the very end, after the generation
+    prompt, right before the answer. The features are all that changes from one request to the next while a
+    rule decision holds, so they come last: everything before them (system turn, rule line, any cases, the
+    template's turn marks) repeats, a backend keeps its KV state, and a request evaluates only the virtual
+    tokens. Training splices the projector's output in at the same place (``training/softprompt.py``)."""
+    return len(tokens)
 
 
 def log_softmax_at(logits, token: int) -> float:

@@ -11,15 +11,14 @@
   the context state. A request first reuses whatever leading tokens the context already holds
   (llama.cpp keeps the previous prompt), and when that is less than the fixed prefix (another
   prompt ran in between) it restores the saved state instead of re-evaluating the prefix;
-- soft prompts (``prefix_embeds``, the feature projector's virtual tokens): the prompt tokens up to the
-  soft-prompt slot (the end of the user turn's content, ``base.soft_prompt_slot``) are reused from the
-  context, restored from a saved state or evaluated, the virtual tokens go in as one ``llama_batch`` of
-  embeddings (``batch.embd``: they enter the model where token embeddings would, after the ``token_embd``
-  lookup; llama-architecture models scale nothing there, as llama.cpp's multimodal path relies on), then
-  the template's end of turn. The text before the slot is the rule line (and retrieved cases), which
-  repeats while a rule decision holds: the states of the last ``SLOT_STATES`` such texts are kept, so a
-  request evaluates only its virtual tokens and the end of turn. The context marks the virtual positions
-  with ``SOFT_TOKEN`` (no token id), so a later request reuses the context only up to the slot.
+- soft prompts (``prefix_embeds``, the feature projector's virtual tokens): they go at the soft-prompt slot,
+  the end of the prompt (``base.soft_prompt_slot``), as one ``llama_batch`` of embeddings (``batch.embd``:
+  they enter the model where token embeddings would, after the ``token_embd`` lookup; llama-architecture
+  models scale nothing there, as llama.cpp's multimodal path relies on). The prompt's tokens before them
+  (system turn, rule line, any retrieved cases) repeat while a rule decision holds: they are reused from the
+  context or restored from the saved states of the last ``SLOT_STATES`` such prompts, and evaluated only
+  when new, so a request evaluates its virtual tokens alone. The context marks the virtual positions with
+  ``SOFT_TOKEN`` (no token id), so a later request reuses the context only up to the slot.
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from fatigue_llm.intervention.backends.base import (
     fixed_prefix_tokens,
     log_softmax_at,
     soft_prompt_slot,
-    turn_tail_tokens,
 )
 from fatigue_llm.intervention.backends.structured import (
     StructuredDecoder,
@@ -60,7 +58,7 @@ from fatigue_llm.intervention.models import ModelError, is_gguf
 
 EVAL_CHUNK = 64  # prompt tokens evaluated between deadline checks
 SOFT_TOKEN = -1  # what the context's token list holds at a virtual (embedding) position: equal to no token
-SLOT_STATES = 8  # saved context states of the text before a soft prompt (one per rule line: a few MB each)
+SLOT_STATES = 8  # saved context states of prompts before a soft prompt (one per rule line: a few MB each)
 # A JSON string character: the generic rule also allows raw control characters (newlines, tabs),
 # which are invalid JSON and would let a small model spend its token budget on whitespace.
 _ANY_CHAR = 'char ::= [^"\\\\] |'
@@ -159,7 +157,6 @@ class LlamaCppBackend(Backend):
         self._prefix_tokens: list[int] = []
         self._prefix_state = None
         self._slot_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()  # text before a soft prompt -> state
-        self._tail: list[int] | None = None  # the template's end of turn + generation prompt
         self.slot_restores = 0
         self._grammars: dict[str, object] = {}
         self._decoder: StructuredDecoder | None = None
@@ -241,16 +238,18 @@ class LlamaCppBackend(Backend):
         self.llm.input_ids[:n] = tokens
         self.llm.n_tokens = n
 
-    def _reuse(self, tokens: list[int]) -> int:
+    def _reuse(self, tokens: list[int], need_logits: bool = True) -> int:
         """Position up to which the context already holds ``tokens``; restores the saved prefix
-        state when that beats what the context holds. Never past a virtual position (``SOFT_TOKEN``)."""
+        state when that beats what the context holds. Never past a virtual position (``SOFT_TOKEN``).
+        With ``need_logits`` (the next step decodes from the prompt's last position) it stops one token
+        short, so that token is evaluated again for fresh logits."""
         held = common_prefix_len(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         prefix = self._prefix_tokens
         if self._prefix_state is not None and held < len(prefix) and tokens[: len(prefix)] == prefix:
             self._load_prefix_state()
             self.state_restores += 1
             held = len(prefix)
-        return min(held, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+        return min(held, len(tokens) - 1) if need_logits else held
 
     def _eval(self, tokens: Sequence[int], deadline: Deadline) -> None:
         for start in range(0, len(tokens), EVAL_CHUNK):
@@ -304,13 +303,8 @@ class LlamaCppBackend(Backend):
         return data
 
     def _slot(self, messages: Sequence[Message], tokens: list[int]) -> int:
-        """Index of the soft-prompt slot in ``tokens``: before the template's end of turn (``soft_prompt_slot``)."""
-        if self._tail is None:
-            self._tail = turn_tail_tokens(self.render_tokens, messages)
-        tail = self._tail
-        if tail and tokens[len(tokens) - len(tail):] == tail:
-            return len(tokens) - len(tail)
-        return soft_prompt_slot(self.render_tokens, messages, tokens)
+        """Index of the soft-prompt slot in ``tokens`` (``soft_prompt_slot``: the end of the prompt)."""
+        return soft_prompt_slot(tokens)
 
     def _prime(self, tokens: list[int], soft: np.ndarray | None, slot: int, deadline: Deadline
                ) -> tuple[int, list[int]]:
@@ -320,7 +314,7 @@ class LlamaCppBackend(Backend):
         the tokens up to ``slot`` are reused, restored (``_slot_states``) or evaluated (and their state
         kept), then the virtual tokens evaluated; the returned prompt has ``SOFT_TOKEN`` at the virtual
         positions."""
-        cached = self._reuse(tokens)
+        cached = self._reuse(tokens, need_logits=soft is None)  # the virtual tokens give the logits
         if soft is None:
             self.llm.n_tokens = cached
             return cached, tokens
@@ -332,7 +326,7 @@ class LlamaCppBackend(Backend):
         return cached, [*tokens[:slot], *([SOFT_TOKEN] * len(soft)), *tokens[slot:]]
 
     def _restore_or_eval(self, text_tokens: list[int], held: int, deadline: Deadline) -> int:
-        """Bring the context from ``held`` tokens to all of ``text_tokens`` (the text before a soft prompt):
+        """Bring the context from ``held`` tokens to all of ``text_tokens`` (the prompt before a soft prompt):
         from its saved state when there is one, else by evaluating them and saving the state. Returns the
         tokens not evaluated."""
         key = tuple(text_tokens)

@@ -6,8 +6,8 @@
   bnb_8bit | bnb_nf4 (bitsandbytes through ``BitsAndBytesConfig``);
 - optional LoRA adapter (peft, ``adapter_model.safetensors``), merged unless bitsandbytes is used;
 - soft prompt: ``prefix_embeds`` (n_virtual_tokens x hidden, from the FeatureProjector) are inserted
-  as ``inputs_embeds`` at the soft-prompt slot (``base.soft_prompt_slot``: the end of the user turn's
-  content, before the end of turn), after the fixed prefix, whose ``past_key_values`` stay valid;
+  as ``inputs_embeds`` at the soft-prompt slot (``base.soft_prompt_slot``: the end of the prompt, right
+  before the answer), after the fixed prefix, whose ``past_key_values`` stay valid;
 - JSON-schema constrained decoding: each step takes the most likely token whose text keeps the
   answer a prefix of a schema-conforming JSON text (``schema_regex`` with partial matching).
 """
@@ -228,7 +228,7 @@ class TransformersBackend(Backend):
         return torch.cat([embeds[:, :at], soft[None], embeds[:, at:]], dim=1)
 
     def _slot(self, messages: Sequence[Message], ids: list[int]) -> int:
-        return soft_prompt_slot(self.render_tokens, messages, ids)
+        return soft_prompt_slot(ids)
 
     def generate(self, messages: Sequence[Message], max_new_tokens: int, deadline_s: float,
                  json_schema: dict | None = None, prefix_embeds: object | None = None,
