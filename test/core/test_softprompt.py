@@ -290,6 +290,16 @@ def test_llamacpp_soft_prompt_generation_reuses_the_prefix_and_counts_virtual_to
     restores = backend.slot_restores
     back = backend.generate(MESSAGES, 16, 60.0, json_schema=schema, prefix_embeds=soft)
     assert backend.slot_restores == restores + 1 and back.cached_tokens == slot and back.text == first.text
+    # the saved states are bounded: after SLOT_STATES other prompts the first one is evaluated again
+    from fatigue_llm.intervention.backends.llamacpp import SLOT_STATES
+
+    for level in range(SLOT_STATES):
+        backend.generate([MESSAGES[0], {"role": "user", "content": f"Rule: CRITICAL stop_{level}"}], 4, 60.0,
+                         json_schema=schema, prefix_embeds=soft)
+    restores = backend.slot_restores
+    evicted = backend.generate(MESSAGES, 16, 60.0, json_schema=schema, prefix_embeds=soft)
+    assert len(backend._slot_states) == SLOT_STATES and backend.slot_restores == restores
+    assert evicted.cached_tokens < slot and evicted.text == first.text
 
 
 # --- the trained projector in the engine on llama.cpp (embedded SmolLM2) -------------------------------------
