@@ -132,7 +132,7 @@ def _prompt_eval_s(engine, features, rule) -> float:
     with backend._lock:  # noqa: SLF001
         tokens = backend._tokenize_prompt(backend._render(messages))  # noqa: SLF001
         array = None if soft is None else backend._soft(soft)  # noqa: SLF001
-        slot = backend._slot(messages, tokens) if array is not None else len(tokens)  # noqa: SLF001
+        slot = backend._slot(messages, tokens)  # noqa: SLF001
         deadline = Deadline(float("inf"))
         started = time.perf_counter()
         _, view = backend._prime(tokens, array, slot, deadline)  # noqa: SLF001

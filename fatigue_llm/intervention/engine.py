@@ -33,13 +33,7 @@ from fatigue_llm.features.types import FatigueFeatures
 from fatigue_llm.intervention.backends import Backend, create_backend
 from fatigue_llm.intervention.backends.base import BackendError, Generation, GenerationTimeout
 from fatigue_llm.intervention.config import InterventionConfig
-from fatigue_llm.intervention.projector import (
-    FEATURE_NAMES,
-    SLOT_LAYOUT,
-    FeatureProjector,
-    key_deviations,
-    retrieval_key,
-)
+from fatigue_llm.intervention.projector import FEATURE_NAMES, FeatureProjector, key_deviations, retrieval_key
 from fatigue_llm.intervention.prompt import (
     FEATURE_FORMAT,
     USER_BUDGET_TOKENS,
@@ -219,10 +213,8 @@ class InterventionEngine:
             log.info("no trained projector beside the adapter or the model: soft prompt off")
             return None
         projector = FeatureProjector.load(weights)
-        if projector.slot_layout != SLOT_LAYOUT:
-            raise BackendError(f"{weights}: projector trained with its virtual tokens at '{projector.slot_layout}' of "
-                               f"the prompt; the engine puts them at '{SLOT_LAYOUT}' (the end of the prompt): retrain "
-                               f"it with `fatigue-llm train`")
+        if (error := projector.layout_error(weights)) is not None:
+            raise BackendError(error)
         if projector.hidden_size != backend.hidden_size or projector.n_tokens != self.config.prefix_tokens:
             raise BackendError(f"{weights}: projector {projector.n_tokens}x{projector.hidden_size} does not "
                                f"fit prefix_tokens={self.config.prefix_tokens}, hidden={backend.hidden_size}")

@@ -167,6 +167,15 @@ class FeatureProjector:
         self.base.data = self.base.data.to(device)
         return self
 
+    def layout_error(self, path: str | Path) -> str | None:
+        """Why the projector file ``path`` (this projector) must not be used here: its virtual tokens were
+        trained at another place in the prompt than ``SLOT_LAYOUT``; None when it fits."""
+        if self.slot_layout == SLOT_LAYOUT:
+            return None
+        return (f"{path}: projector trained with its virtual tokens at '{self.slot_layout}' of the prompt; the "
+                f"engine and training put them at '{SLOT_LAYOUT}' (the end of the prompt): retrain it with "
+                f"`fatigue-llm train`")
+
     key_dim = KEY_DIM
 
     @staticmethod

@@ -115,9 +115,8 @@ def load_weights(projector: FeatureProjector, path: Path) -> None:
         raise DataError(f"{path}: projector {saved.n_tokens}x{saved.hidden_size} (hidden {saved.mlp_hidden}) does "
                         f"not fit the run's {projector.n_tokens}x{projector.hidden_size} "
                         f"(hidden {projector.mlp_hidden})")
-    if saved.slot_layout != projector.slot_layout:
-        raise DataError(f"{path}: projector trained with its virtual tokens at '{saved.slot_layout}' of the prompt, "
-                        f"this run puts them at '{projector.slot_layout}': start a fresh run")
+    if (error := saved.layout_error(path)) is not None:
+        raise DataError(error)
     with torch.no_grad():
         projector.mlp.load_state_dict(saved.mlp.state_dict())
         projector.base.copy_(saved.base)

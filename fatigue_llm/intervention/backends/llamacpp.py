@@ -313,35 +313,37 @@ class LlamaCppBackend(Backend):
         """Bring the context up to the prompt: (cached tokens reused, the prompt as the context holds it).
 
         Without a soft prompt only the reusable part is set (the caller evaluates the rest); with one,
-        the tokens up to ``slot`` are reused, restored (``_slot_states``) or evaluated (and their state
-        kept), then the virtual tokens evaluated; the returned prompt has ``SOFT_TOKEN`` at the virtual
-        positions."""
-        cached = self._reuse(tokens, need_logits=soft is None)  # the virtual tokens give the logits
+        the tokens up to ``slot`` are brought in (``_bring_in``) and the virtual tokens evaluated; the
+        returned prompt has ``SOFT_TOKEN`` at the virtual positions."""
         if soft is None:
+            cached = self._reuse(tokens)
             self.llm.n_tokens = cached
             return cached, tokens
-        cached = min(cached, slot)
-        self.llm.n_tokens = cached
-        if cached < slot:
-            cached = self._restore_or_eval(tokens[:slot], cached, deadline)
+        cached = self._bring_in(tokens[:slot], deadline)
         self._eval_embeds(soft, deadline)
         return cached, [*tokens[:slot], *([SOFT_TOKEN] * len(soft)), *tokens[slot:]]
 
-    def _restore_or_eval(self, text_tokens: list[int], held: int, deadline: Deadline) -> int:
-        """Bring the context from ``held`` tokens to all of ``text_tokens`` (the prompt before a soft prompt):
-        from its saved state when there is one, else by evaluating them and saving the state. Returns the
-        tokens not evaluated."""
+    def _bring_in(self, text_tokens: list[int], deadline: Deadline) -> int:
+        """Make the context hold exactly ``text_tokens`` (the prompt before a soft prompt): as it already does,
+        from its saved state (``_slot_states``), or by reusing what it can, evaluating the rest and saving the
+        state. Returns the tokens not evaluated. The virtual tokens that follow give the logits, so nothing
+        is evaluated again for them."""
         key = tuple(text_tokens)
         state = self._slot_states.get(key)
         if state is not None:
-            self._slot_states.move_to_end(key)
+            self._slot_states.move_to_end(key)  # in use: the last to be dropped
+        held = common_prefix_len(self.llm.input_ids[: self.llm.n_tokens].tolist(), text_tokens)
+        if held < len(text_tokens) and state is not None:
             self._load_state(state, text_tokens)
             self.slot_restores += 1
             return len(text_tokens)
-        self._eval(text_tokens[held:], deadline)
-        self._slot_states[key] = self._save_state()
-        while len(self._slot_states) > SLOT_STATES:
-            self._slot_states.popitem(last=False)
+        held = self._reuse(text_tokens, need_logits=False)
+        self.llm.n_tokens = held
+        if held < len(text_tokens):
+            self._eval(text_tokens[held:], deadline)
+            self._slot_states[key] = self._save_state()
+            while len(self._slot_states) > SLOT_STATES:
+                self._slot_states.popitem(last=False)
         return held
 
     # --- generation --------------------------------------------------------------------------------
@@ -393,7 +395,7 @@ class LlamaCppBackend(Backend):
             if len(tokens) + n_soft + max_new_tokens > self.llm.n_ctx():
                 raise BackendError(f"prompt of {len(tokens)} tokens (+ {n_soft} virtual) + {max_new_tokens} new "
                                    f"does not fit n_ctx={self.llm.n_ctx()}")
-            slot = self._slot(messages, tokens) if soft is not None else len(tokens)
+            slot = self._slot(messages, tokens)
             branches = template_fields(json_schema) if self.template_decoding else None
             if branches is not None:
                 return self._generate_template(prompt_text, tokens, branches, max_new_tokens, deadline, on_text,
